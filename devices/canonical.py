@@ -1,0 +1,349 @@
+"""Codec for Carewatch's canonical JSON (topic channel ``json``).
+
+A payload is one object or an array of objects. Every object has ``ts``
+(RFC 3339 with offset, or integer epoch milliseconds) and ``kind``, an
+optional ``msg_id`` (at most 64 characters, unique per device) and the kind's
+value fields. Validation is strict (no type coercion, no NaN or infinity, no
+unknown fields) because a threshold rule fed ``"NaN"`` or ``"72"`` silently
+misbehaves; the one exception is life safety: a panic or fall with a broken
+field or timestamp is salvaged and flagged, never rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeGuard
+
+import pydantic_core
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+
+from devices.errors import RejectReason
+from devices.events import LIFE_SAFETY_KINDS, READING_METRICS, Event, FieldValue, Kind, TimeSource
+from devices.timing import TimePolicy, parse_ts, plausibility
+
+
+def _ts(value: object) -> datetime:
+    return parse_ts(value)
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_ts)]
+MsgId = Annotated[str, Field(min_length=1, max_length=64)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+    ts: Timestamp
+    msg_id: MsgId | None = None
+
+
+class HeartRate(_Base):
+    """Heart rate in beats per minute."""
+
+    kind: Literal["heart_rate"]
+    bpm: Annotated[float, Field(gt=0, le=300)]
+
+
+class Spo2(_Base):
+    """Blood oxygen saturation."""
+
+    kind: Literal["spo2"]
+    pct: Percent
+
+
+class BodyTemp(_Base):
+    """Body temperature; the bounds exclude sensor garbage, not hypothermia."""
+
+    kind: Literal["body_temp"]
+    celsius: Annotated[float, Field(gt=20, lt=46)]
+
+
+class Fall(_Base):
+    """A detected fall; ``warning`` is a pre-alarm some detectors send first."""
+
+    kind: Literal["fall"]
+    confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    stage: Literal["warning", "alarm"] | None = None
+
+
+class Panic(_Base):
+    """A panic (SOS) button press."""
+
+    kind: Literal["panic"]
+    button: Annotated[str, Field(max_length=64)] | None = None
+
+
+class Cancel(_Base):
+    """The wearer's "I'm OK"."""
+
+    kind: Literal["cancel"]
+
+
+class Heartbeat(_Base):
+    """A keep-alive, optionally with the battery level."""
+
+    kind: Literal["heartbeat"]
+    battery_pct: Percent | None = None
+
+
+class Battery(_Base):
+    """Battery level."""
+
+    kind: Literal["battery"]
+    pct: Percent
+
+
+class Worn(_Base):
+    """Whether the wearable is on the body."""
+
+    kind: Literal["worn"]
+    on: bool
+
+
+class Location(_Base):
+    """A position fix."""
+
+    kind: Literal["location"]
+    lat: Annotated[float, Field(ge=-90, le=90)]
+    lon: Annotated[float, Field(ge=-180, le=180)]
+    accuracy_m: Annotated[float, Field(ge=0)] | None = None
+
+
+CanonicalObject = Annotated[
+    HeartRate | Spo2 | BodyTemp | Fall | Panic | Cancel | Heartbeat | Battery | Worn | Location,
+    Field(discriminator="kind"),
+]
+#: Built once: a TypeAdapter compiles its validator on construction.
+_ADAPTER: TypeAdapter[CanonicalObject] = TypeAdapter(CanonicalObject)
+_COMMON_FIELDS = frozenset({"ts", "kind", "msg_id"})
+
+_REASON_BY_ERROR = {
+    "missing": RejectReason.MISSING_FIELD,
+    "union_tag_not_found": RejectReason.MISSING_FIELD,
+    "union_tag_invalid": RejectReason.UNKNOWN_KIND,
+    "extra_forbidden": RejectReason.UNEXPECTED_FIELD,
+    "finite_number": RejectReason.NON_FINITE_NUMBER,
+    "greater_than": RejectReason.OUT_OF_RANGE,
+    "greater_than_equal": RejectReason.OUT_OF_RANGE,
+    "less_than": RejectReason.OUT_OF_RANGE,
+    "less_than_equal": RejectReason.OUT_OF_RANGE,
+    "string_too_long": RejectReason.OUT_OF_RANGE,
+    "string_too_short": RejectReason.OUT_OF_RANGE,
+    "literal_error": RejectReason.OUT_OF_RANGE,
+    "model_attributes_type": RejectReason.INVALID_STRUCTURE,
+    "model_type": RejectReason.INVALID_STRUCTURE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why (part of) a payload was not turned into events."""
+
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What a payload yielded: events to keep and the parts to quarantine."""
+
+    events: list[Event]
+    rejections: list[Rejection]
+
+
+def decode_canonical(payload: bytes, *, device_id: str, received_at: datetime, policy: TimePolicy) -> Decoded:
+    """Decode a canonical JSON payload into events.
+
+    Never raises for bad input: every problem becomes a :class:`Rejection`.
+    """
+    try:
+        # NaN/Infinity are accepted by the parser on purpose so that the model
+        # rejects them per field, and a panic carrying one is still salvaged.
+        document = pydantic_core.from_json(payload, allow_inf_nan=True)
+    except ValueError as exc:
+        return Decoded([], [Rejection(RejectReason.MALFORMED_JSON, _short(str(exc)))])
+    items: list[Any]
+    if isinstance(document, dict):
+        items = [document]
+    elif isinstance(document, list):
+        items = document
+        if not items:
+            return Decoded([], [Rejection(RejectReason.NO_EVENTS, "empty array")])
+    else:
+        detail = "payload must be a JSON object or an array of objects"
+        return Decoded([], [Rejection(RejectReason.INVALID_STRUCTURE, detail)])
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    many = len(items) > 1
+    for index, item in enumerate(items):
+        outcome = _decode_item(item, device_id=device_id, received_at=received_at, policy=policy)
+        if isinstance(outcome, Event):
+            events.append(outcome)
+        else:
+            detail = f"item {index}: {outcome.detail}" if many else outcome.detail
+            rejections.append(Rejection(outcome.reason, detail))
+    return Decoded(events, rejections)
+
+
+def _decode_item(
+    item: object, *, device_id: str, received_at: datetime, policy: TimePolicy
+) -> Event | Rejection:
+    try:
+        model = _ADAPTER.validate_python(item)
+    except ValidationError as exc:
+        kind = item.get("kind") if isinstance(item, dict) else None
+        if isinstance(item, dict) and isinstance(kind, str) and kind in LIFE_SAFETY_KINDS:
+            return _salvage(item, Kind(kind), exc, device_id, received_at, policy)
+        return _rejection_from(exc)
+    kind = Kind(model.kind)
+    fields: dict[str, FieldValue] = {
+        name: value
+        for name, value in model.__dict__.items()
+        if name not in _COMMON_FIELDS and value is not None
+    }
+    assert isinstance(item, dict)  # noqa: S101 - the model validated an object
+    return _with_time(
+        device_id=device_id,
+        kind=kind,
+        device_time=model.ts,
+        fields=fields,
+        msg_id=model.msg_id,
+        event_key=_event_key(kind, model.msg_id, item),
+        flags=frozenset(),
+        received_at=received_at,
+        policy=policy,
+    )
+
+
+def _with_time(
+    *,
+    device_id: str,
+    kind: Kind,
+    device_time: datetime | None,
+    fields: dict[str, FieldValue],
+    msg_id: str | None,
+    event_key: str,
+    flags: frozenset[str],
+    received_at: datetime,
+    policy: TimePolicy,
+) -> Event | Rejection:
+    """Decide which time an event is filed under, or reject an unbelievable reading."""
+    problem = "missing" if device_time is None else plausibility(device_time, received_at, policy)
+    life_safety = kind in LIFE_SAFETY_KINDS
+    if (
+        problem is None
+        and device_time is not None
+        and life_safety
+        and (received_at - device_time).total_seconds() > policy.max_life_safety_age_s
+    ):
+        problem = "too_old"
+    if problem is None and device_time is not None:
+        return Event(
+            device_id=device_id,
+            kind=kind,
+            observed_at=device_time,
+            fields=fields,
+            event_key=event_key,
+            msg_id=msg_id,
+            flags=flags,
+        )
+    if not life_safety:
+        reason = RejectReason.CLOCK_SKEW if problem == "in_future" else RejectReason.BAD_TIMESTAMP
+        return Rejection(reason, f"device timestamp {problem}")
+    flag = "bad_timestamp" if problem == "missing" else "clock_skew"
+    return Event(
+        device_id=device_id,
+        kind=kind,
+        observed_at=received_at,
+        fields=fields,
+        event_key=event_key,
+        msg_id=msg_id,
+        time_source=TimeSource.RECEIVED,
+        device_time=device_time,
+        flags=flags | {flag},
+    )
+
+
+def _salvage(  # noqa: PLR0917 - private helper, called once
+    item: dict[str, Any],
+    kind: Kind,
+    exc: ValidationError,
+    device_id: str,
+    received_at: datetime,
+    policy: TimePolicy,
+) -> Event | Rejection:
+    """Keep a panic or fall whose fields are broken: the press itself is the message."""
+    device_time: datetime | None
+    try:
+        device_time = parse_ts(item.get("ts"))
+    except ValueError:
+        device_time = None
+    flags = {"invalid_fields"} if any(err["loc"][1:] != ("ts",) for err in exc.errors()) else set()
+    raw_msg_id = item.get("msg_id")
+    msg_id = raw_msg_id if isinstance(raw_msg_id, str) and 0 < len(raw_msg_id) <= 64 else None  # noqa: PLR2004
+    fields: dict[str, FieldValue] = {}
+    if kind is Kind.FALL:
+        stage = item.get("stage")
+        if stage in ("warning", "alarm"):
+            fields["stage"] = stage
+        confidence = item.get("confidence")
+        if _is_number(confidence) and 0 <= confidence <= 1:
+            fields["confidence"] = float(confidence)
+    else:
+        button = item.get("button")
+        if isinstance(button, str) and len(button) <= 64:  # noqa: PLR2004
+            fields["button"] = button
+    return _with_time(
+        device_id=device_id,
+        kind=kind,
+        device_time=device_time,
+        fields=fields,
+        msg_id=msg_id,
+        event_key=_event_key(kind, msg_id, item),
+        flags=frozenset(flags),
+        received_at=received_at,
+        policy=policy,
+    )
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _event_key(kind: Kind, msg_id: str | None, item: dict[str, Any]) -> str:
+    """Identity used to make redelivery harmless.
+
+    Readings are identified by (device, metric, time) plus the ``msg_id`` when
+    one is sent; events by ``msg_id`` or else a digest of their content, so that
+    two different presses at the same millisecond are both kept.
+    """
+    if msg_id is not None:
+        return msg_id
+    if kind in READING_METRICS:
+        return ""
+    canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str)
+    return "h:" + hashlib.blake2b(canonical.encode(), digest_size=10).hexdigest()
+
+
+def _rejection_from(exc: ValidationError) -> Rejection:
+    errors = exc.errors(include_input=False, include_url=False)
+    first = errors[0]
+    error_type = first["type"]
+    location = [str(part) for part in first["loc"]]
+    if error_type == "value_error" and location[-1:] == ["ts"]:
+        reason = RejectReason.BAD_TIMESTAMP
+    else:
+        reason = _REASON_BY_ERROR.get(error_type, RejectReason.WRONG_TYPE)
+    # The first loc element is the union tag (the kind); the field is what matters.
+    field = ".".join(location[1:]) or ".".join(location) or "payload"
+    extra = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return Rejection(reason, _short(f"{field}: {first['msg']}{extra}"))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

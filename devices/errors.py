@@ -1,0 +1,50 @@
+"""Why a payload could not become canonical events.
+
+Reasons are a closed vocabulary because they are metric labels, quarantine
+rows and operator dashboards at once: free text would explode all three.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RejectReason(StrEnum):
+    """Closed set of reasons a message (or part of one) is quarantined."""
+
+    BAD_TOPIC = "bad_topic"
+    UNSUPPORTED_CHANNEL = "unsupported_channel"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    MALFORMED_JSON = "malformed_json"
+    INVALID_STRUCTURE = "invalid_structure"
+    NO_EVENTS = "no_events"
+    UNKNOWN_KIND = "unknown_kind"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    NON_FINITE_NUMBER = "non_finite_number"
+    OUT_OF_RANGE = "out_of_range"
+    UNEXPECTED_FIELD = "unexpected_field"
+    BAD_TIMESTAMP = "bad_timestamp"
+    CLOCK_SKEW = "clock_skew"
+    INTERNAL_ERROR = "internal_error"
+    #: The database refused the decoded rows (a value it cannot hold).
+    STORAGE_REJECTED = "storage_rejected"
+
+
+class DevicesError(Exception):
+    """Base of every error raised by the devices package."""
+
+
+class DecodeError(DevicesError):
+    """A payload or topic does not follow its format.
+
+    Attributes:
+        reason: the closed-vocabulary reason, used as a metric label.
+        detail: a short human explanation; never contains payload bytes or
+            health values, because it is logged and shown to operators.
+    """
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,1 @@
+"""Whether an event matters: the streaming rule engine (issue 3)."""

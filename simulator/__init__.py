@@ -1,0 +1,1 @@
+"""A fleet of simulated devices: just another client of the broker (issue 5)."""
