@@ -1,0 +1,46 @@
+"""The ingest package's exceptions: each carries the data a caller branches on."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base of every error raised by the ingest package."""
+
+
+class MqttError(IngestError):
+    """The MQTT connection failed or broke."""
+
+
+class MqttProtocolError(MqttError):
+    """The broker sent something that is not valid MQTT 5 for us."""
+
+
+class MqttConnectError(MqttError):
+    """The broker refused CONNECT.
+
+    Attributes:
+        reason_code: the CONNACK reason code (MQTT 5, 3.2.2.2), e.g. 0x86 bad
+            user name or password, 0x87 not authorized.
+    """
+
+    def __init__(self, reason_code: int) -> None:
+        super().__init__(f"broker refused the connection (reason code 0x{reason_code:02x})")
+        self.reason_code = reason_code
+
+
+class SubscribeError(MqttError):
+    """The broker refused a subscription.
+
+    Attributes:
+        topic_filter: the filter that was refused.
+        reason_code: the SUBACK reason code.
+    """
+
+    def __init__(self, topic_filter: str, reason_code: int) -> None:
+        super().__init__(f"subscription to {topic_filter!r} refused (0x{reason_code:02x})")
+        self.topic_filter = topic_filter
+        self.reason_code = reason_code
+
+
+class ConfigError(IngestError):
+    """A setting is malformed (a URL, a port...)."""

@@ -1,0 +1,224 @@
+"""The ``carewatch ingest`` service: the composition root.
+
+It wires broker intake, decoding, batching and storage together, and owns
+the order of shutdown: stop taking messages, commit what was taken,
+acknowledge it, disconnect (keeping the broker-side session), close the
+database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from prometheus_client import CollectorRegistry
+
+from devices import SUBSCRIPTION
+from ingest import wire
+from ingest.batcher import Batcher
+from ingest.envelope import Envelope
+from ingest.errors import MqttConnectError, MqttError
+from ingest.http import StatusServer
+from ingest.metrics import IngestMetrics
+from ingest.pipeline import Pipeline
+from ingest.schema import StorageInfo, migrate
+from ingest.session import MqttSession
+from ingest.storage import TelemetryWriter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ingest.settings import IngestSettings, MqttSettings
+
+logger = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    """Aware UTC now."""
+    return datetime.now(UTC)
+
+
+async def prepare_database(
+    dsn: str, settings: IngestSettings, stop: asyncio.Event, *, retry_max_s: float = 5.0
+) -> StorageInfo | None:
+    """Apply the schema, retrying until the database answers; None if stopped first."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=10) as conn:
+                return await migrate(conn, timescale=settings.timescale)
+        except psycopg.OperationalError as exc:
+            logger.warning(
+                "database not reachable (%s); retrying in %.1fs",
+                exc.sqlstate or "connection",
+                delay,
+                extra={"event": "db_unavailable"},
+            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        delay = min(delay * 2, retry_max_s)
+    return None
+
+
+class Intake:
+    """Keeps an MQTT session up and feeds every message to the batcher."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        pipeline: Pipeline,
+        batcher: Batcher,
+        metrics: IngestMetrics,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._pipeline = pipeline
+        self._batcher = batcher
+        self._metrics = metrics
+        self._now = now
+        self._session: MqttSession | None = None
+        self._paused = False
+
+    @property
+    def connected(self) -> bool:
+        """Tell whether a session is up."""
+        return self._session is not None and self._session.is_open
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, subscribe, and reconnect with capped jittered backoff until stopped."""
+        options = wire.ConnectOptions(
+            client_id=self._settings.client_id,
+            keepalive_s=self._settings.keepalive_s,
+            session_expiry_s=self._settings.session_expiry_s,
+            receive_maximum=self._settings.receive_maximum,
+            username=self._settings.username,
+            password=self._settings.password,
+        )
+        attempt = 0
+        while not stop.is_set():
+            try:
+                session = await MqttSession.open(
+                    host=self._settings.host,
+                    port=self._settings.port,
+                    options=options,
+                    on_publish=self._on_publish,
+                    ssl_context=self._settings.ssl_context(),
+                )
+                self._session = session
+                # Always (re)subscribe: harmless when the session already has it,
+                # and it repairs a session the broker expired.
+                await session.subscribe(SUBSCRIPTION, qos=1)
+            except (MqttError, TimeoutError) as exc:
+                self._metrics.mqtt_connects.labels(outcome="failed").inc()
+                delay = min(30.0, 0.5 * 1.5**attempt) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+                attempt += 1
+                level = logging.ERROR if isinstance(exc, MqttConnectError) else logging.WARNING
+                logger.log(
+                    level,
+                    "mqtt connection failed (%s); retrying in %.1fs",
+                    exc,
+                    delay,
+                    extra={"event": "mqtt_retry"},
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+                continue
+            attempt = 0
+            self._metrics.mqtt_connects.labels(outcome="connected").inc()
+            self._metrics.mqtt_connected.set(1)
+            logger.info(
+                "connected to mqtt %s:%d (session present: %s)",
+                self._settings.host,
+                self._settings.port,
+                session.session_present,
+                extra={"event": "mqtt_connected"},
+            )
+            stop_wait = asyncio.ensure_future(stop.wait())
+            waiters: list[asyncio.Future[Any]] = [session.closed, stop_wait]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            self._metrics.mqtt_connected.set(0)
+            if not stop.is_set():
+                logger.warning("mqtt connection lost; reconnecting", extra={"event": "mqtt_lost"})
+
+    def pause(self) -> None:
+        """Stop taking messages; what the broker still holds stays in our session."""
+        self._paused = True
+        if self._session is not None:
+            self._session.pause_reading()
+
+    async def close(self) -> None:
+        """Disconnect normally (the broker keeps the session)."""
+        if self._session is not None:
+            await self._session.close()
+
+    def _on_publish(self, session: MqttSession, packet: wire.Publish) -> None:
+        if self._paused:
+            return  # never acknowledged: redelivered after restart
+        self._metrics.messages_received.inc()
+        envelope = Envelope(
+            topic=packet.topic,
+            payload=packet.payload,
+            packet_id=packet.packet_id,
+            dup=packet.dup,
+            received_at=self._now(),
+            received_mono=time.monotonic(),
+        )
+        self._batcher.add(self._pipeline.process(envelope), session)
+
+
+async def run_ingest(
+    settings: IngestSettings,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    now: Callable[[], datetime] = utc_now,
+) -> int:
+    """Run the service until ``stop`` is set; return the process exit code."""
+    registry = registry or CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    writer = TelemetryWriter(settings.dsn)
+    batcher = Batcher(writer, metrics, settings.batch)
+    metrics.track_queue_depth(lambda: batcher.pending)
+    intake = Intake(settings.mqtt, Pipeline(settings.pipeline), batcher, metrics, now)
+
+    def ready() -> tuple[bool, str]:
+        checks = {"mqtt": intake.connected, "database": batcher.database_ok or batcher.pending == 0}
+        return all(checks.values()), " ".join(f"{k}={'up' if v else 'down'}" for k, v in checks.items())
+
+    status: StatusServer | None = None
+    if settings.metrics_port:
+        status = StatusServer(registry, ready=ready, host=settings.metrics_host, port=settings.metrics_port)
+        await status.start()
+    try:
+        info = await prepare_database(settings.dsn, settings, stop)
+        if info is None:
+            return 0
+        metrics.storage.info({"backend": info.backend, "license": info.license or "none"})
+        batcher.database_ok = True
+        metrics.db_up.set(1)
+        async with asyncio.TaskGroup() as tasks:
+            batcher_task = tasks.create_task(batcher.run(), name="ingest.batcher")
+            intake_task = tasks.create_task(intake.run(stop), name="ingest.intake")
+            await stop.wait()
+            logger.info("stopping: draining uncommitted messages", extra={"event": "shutdown"})
+            intake.pause()
+            drained = await batcher.drain(settings.shutdown_timeout_s)
+            if not drained:
+                batcher_task.cancel()
+            await intake.close()
+            await intake_task
+        logger.info("stopped cleanly", extra={"event": "stopped"})
+        return 0
+    finally:
+        await writer.close()
+        if status is not None:
+            await status.stop()

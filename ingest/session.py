@@ -1,0 +1,279 @@
+"""One MQTT 5 connection on asyncio, with acknowledgement left to the caller.
+
+The broker forgets a QoS 1 message when we send its PUBACK, so this class
+never acknowledges anything by itself: the ingest service calls
+:meth:`MqttSession.ack` only after the database COMMIT of everything the
+message carried. Inbound PUBLISH packets are handed to a synchronous
+callback straight from ``data_received`` (no queue in between) so a read of
+hundreds of packets costs one pass of the parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ingest import wire
+from ingest.errors import MqttConnectError, MqttError, MqttProtocolError, SubscribeError
+
+if TYPE_CHECKING:
+    import ssl
+
+logger = logging.getLogger(__name__)
+
+#: Receives each inbound PUBLISH with the session to acknowledge it on. It is
+#: called before :meth:`MqttSession.open` returns when the broker has queued
+#: messages for a persistent session, hence the session argument.
+PublishHandler = Callable[["MqttSession", wire.Publish], None]
+
+#: MQTT 5 reason codes at or above this are failures (2.4).
+_FAILURE = 0x80
+
+
+class MqttSession(asyncio.Protocol):
+    """A connected MQTT 5 client session.
+
+    Create it with :meth:`open`; it is closed when :attr:`closed` is done.
+    """
+
+    def __init__(self, options: wire.ConnectOptions, on_publish: PublishHandler) -> None:
+        self._options = options
+        self._on_publish = on_publish
+        self._reader = wire.PacketReader()
+        loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._connack: asyncio.Future[wire.ConnAck] = loop.create_future()
+        self._pending: dict[int, asyncio.Future[wire.Ack]] = {}
+        self._next_packet_id = 0
+        self._last_rx = time.monotonic()
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._send_quota: asyncio.Semaphore | None = None
+        self._outbox: list[bytes] = []
+        self.closed: asyncio.Future[BaseException | None] = loop.create_future()
+        self.session_present = False
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        host: str,
+        port: int,
+        options: wire.ConnectOptions,
+        on_publish: PublishHandler,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout_s: float = 10.0,
+    ) -> MqttSession:
+        """Connect, send CONNECT and wait for a successful CONNACK.
+
+        Raises:
+            MqttConnectError: the broker refused us (bad credentials...).
+            MqttError: the connection failed or timed out.
+        """
+        loop = asyncio.get_running_loop()
+        session = cls(options, on_publish)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await loop.create_connection(lambda: session, host, port, ssl=ssl_context)
+                session._write(wire.encode_connect(options))
+                connack = await asyncio.shield(session._connack)
+        except (OSError, TimeoutError) as exc:
+            session.abort()
+            raise MqttError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from exc
+        if connack.reason_code >= _FAILURE:
+            session.abort()
+            raise MqttConnectError(connack.reason_code)
+        session.session_present = connack.session_present
+        keepalive = connack.properties.get(wire.Prop.SERVER_KEEP_ALIVE, options.keepalive_s)
+        receive_maximum = connack.properties.get(wire.Prop.RECEIVE_MAXIMUM, 65_535)
+        session._send_quota = asyncio.Semaphore(int(receive_maximum))
+        session._keepalive_task = asyncio.create_task(
+            session._keepalive(int(keepalive)),
+            name=f"mqtt[{options.client_id}].keepalive",
+        )
+        return session
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - TCP/TLS only
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """Parse whatever arrived and dispatch each packet."""
+        self._last_rx = time.monotonic()
+        try:
+            packets = self._reader.feed(data)
+        except MqttProtocolError as exc:
+            logger.exception("mqtt protocol error", extra={"event": "mqtt_protocol_error"})
+            self._fail(MqttProtocolError(str(exc)))
+            return
+        for packet in packets:
+            if isinstance(packet, wire.Publish):
+                self._on_publish(self, packet)
+            elif isinstance(packet, wire.ConnAck):
+                if not self._connack.done():
+                    self._connack.set_result(packet)
+            else:
+                self._on_ack(packet)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail everything that waits on this connection."""
+        error = exc or MqttError("connection closed")
+        waiters: list[asyncio.Future[Any]] = [self._connack, *self._pending.values()]
+        for future in waiters:
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # mark retrieved: a lost waiter is not an error here
+        self._pending.clear()
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    # -- client operations ----------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """Tell whether the connection is still up."""
+        return not self.closed.done()
+
+    async def subscribe(self, topic_filter: str, *, qos: int = 1, timeout_s: float = 10.0) -> None:
+        """Subscribe and wait for the SUBACK.
+
+        Raises:
+            SubscribeError: the broker refused the filter (ACL, QoS).
+        """
+        packet_id, future = self._expect()
+        self._write(wire.encode_subscribe(packet_id, topic_filter, qos=qos))
+        async with asyncio.timeout(timeout_s):
+            suback = await future
+        code = suback.reason_codes[0] if suback.reason_codes else _FAILURE
+        if code >= _FAILURE:
+            raise SubscribeError(topic_filter, code)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float = 10.0,
+    ) -> None:
+        """Publish; at QoS 1, return only once the broker has acknowledged it.
+
+        Raises:
+            MqttError: the connection broke or the broker refused the message.
+        """
+        if qos == 0:
+            self._write(wire.encode_publish(topic, payload, qos=0, retain=retain))
+            return
+        assert self._send_quota is not None  # noqa: S101 - set by open()
+        async with self._send_quota, asyncio.timeout(timeout_s):
+            packet_id, future = self._expect()
+            self._write(wire.encode_publish(topic, payload, qos=qos, packet_id=packet_id, retain=retain))
+            puback = await future
+        # 0x10 "no matching subscribers" is a success for a publisher.
+        if puback.reason_codes and puback.reason_codes[0] >= _FAILURE:
+            raise MqttError(f"publish to {topic!r} refused (0x{puback.reason_codes[0]:02x})")
+
+    def ack(self, packet_ids: list[int]) -> bool:
+        """Acknowledge delivered QoS 1 messages; False if the connection is gone.
+
+        A message we could not acknowledge is redelivered by the broker (with
+        the DUP flag) once we reconnect, so losing the connection here costs a
+        duplicate, never a message.
+        """
+        if not packet_ids:
+            return True
+        if not self.is_open or self._transport is None or self._transport.is_closing():
+            return False
+        self._write(wire.encode_pubacks(packet_ids))
+        return True
+
+    def pause_reading(self) -> None:
+        """Stop taking new messages (the broker keeps them for our session)."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Disconnect normally; the broker keeps the session for its expiry."""
+        if self.is_open and self._transport is not None:
+            self._flush_outbox()
+            self._transport.write(wire.DISCONNECT)
+            self._transport.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.closed
+
+    def abort(self) -> None:
+        """Drop the connection at once (used on failures)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- internals ---------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        """Queue bytes for the socket; everything queued in one loop pass goes in one send.
+
+        A transport write is a system call when its buffer is empty, so many
+        concurrent publishes would otherwise cost one ``send()`` each.
+        """
+        if self._transport is None or self._transport.is_closing():
+            raise MqttError("connection closed")
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        self._outbox.append(data)
+
+    def _flush_outbox(self) -> None:
+        data, self._outbox = b"".join(self._outbox), []
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _expect(self) -> tuple[int, asyncio.Future[wire.Ack]]:
+        for _ in range(65_535):
+            self._next_packet_id = self._next_packet_id % 65_535 + 1
+            if self._next_packet_id not in self._pending:
+                future: asyncio.Future[wire.Ack] = asyncio.get_running_loop().create_future()
+                self._pending[self._next_packet_id] = future
+                return self._next_packet_id, future
+        raise MqttError("no free packet identifier")
+
+    def _on_ack(self, packet: wire.Ack) -> None:
+        if packet.kind == wire.PacketType.DISCONNECT:
+            code = packet.reason_codes[0] if packet.reason_codes else 0
+            logger.warning(
+                "broker disconnected us: 0x%02x %s",
+                code,
+                packet.reason_string or "",
+                extra={"event": "mqtt_server_disconnect"},
+            )
+            self._fail(MqttError(f"broker sent DISCONNECT 0x{code:02x}"))
+            return
+        future = self._pending.pop(packet.packet_id, None)
+        if future is not None and not future.done():
+            future.set_result(packet)
+
+    def _fail(self, exc: MqttError) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        self.connection_lost(exc)
+
+    async def _keepalive(self, keepalive_s: int) -> None:
+        """Ping at half the keep-alive; drop a connection that has gone quiet."""
+        if keepalive_s <= 0:
+            return
+        interval = keepalive_s / 2
+        while self.is_open:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._last_rx > keepalive_s * 1.5:
+                logger.warning("mqtt keep-alive timed out", extra={"event": "mqtt_keepalive_timeout"})
+                self._fail(MqttError("keep-alive timed out"))
+                return
+            with contextlib.suppress(MqttError):
+                self._write(wire.PINGREQ)

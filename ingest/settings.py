@@ -1,0 +1,93 @@
+"""Settings of the ingest service, parsed once at the edge and passed in."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from ingest.batcher import BatchSettings
+from ingest.errors import ConfigError
+from ingest.pipeline import PipelineSettings
+from ingest.schema import TimescaleMode
+
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=carewatch"
+DEFAULT_METRICS_PORT = 9308
+DEFAULT_CLIENT_ID = "carewatch-ingest"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttSettings:
+    """Where and how to reach the broker.
+
+    Attributes:
+        host: broker host.
+        port: broker port.
+        tls: use TLS (``mqtts://``).
+        username: optional user name.
+        password: optional password (never logged).
+        client_id: fixed id: the broker keeps the session (and queues for it)
+            under this id, so every restart resumes where the last one stopped.
+        keepalive_s: MQTT keep-alive.
+        receive_maximum: unacknowledged messages the broker may send us.
+        session_expiry_s: how long the broker keeps our session while we are away.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_id: str = DEFAULT_CLIENT_ID
+    keepalive_s: int = 30
+    receive_maximum: int = 10_000
+    session_expiry_s: int = 7 * 24 * 3600
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttSettings:
+        """Parse ``mqtt://[user:pass@]host:port`` (or ``mqtts://`` for TLS).
+
+        Raises:
+            ConfigError: the URL is not of that form.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ConfigError("MQTT URL must look like mqtt://[user:pass@]host:port")
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise ConfigError("MQTT URL has an invalid port") from None
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        return cls(host=parts.hostname, port=port, tls=tls, username=username, password=password)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for ``mqtts://`` (system trust store), else None."""
+        return ssl.create_default_context() if self.tls else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestSettings:
+    """Everything ``carewatch ingest`` needs.
+
+    Attributes:
+        mqtt: the broker.
+        dsn: libpq connection string of the database.
+        metrics_host: address of the /metrics, /healthz and /readyz endpoint.
+        metrics_port: its port; 0 disables it.
+        timescale: whether to use TimescaleDB.
+        batch: how messages are grouped into transactions.
+        pipeline: input limits.
+        shutdown_timeout_s: how long SIGTERM waits for the last commit.
+    """
+
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    dsn: str = DEFAULT_DSN
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes from another host
+    metrics_port: int = DEFAULT_METRICS_PORT
+    timescale: TimescaleMode = TimescaleMode.AUTO
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    shutdown_timeout_s: float = 15.0
