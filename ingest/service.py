@@ -84,12 +84,13 @@ class Intake:
         self._metrics = metrics
         self._now = now
         self._session: MqttSession | None = None
+        self._subscribed = False
         self._paused = False
 
     @property
     def connected(self) -> bool:
-        """Tell whether a session is up."""
-        return self._session is not None and self._session.is_open
+        """Tell whether a session is up and its subscription confirmed."""
+        return self._subscribed and self._session is not None and self._session.is_open
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, subscribe, and reconnect with capped jittered backoff until stopped."""
@@ -112,9 +113,11 @@ class Intake:
                     ssl_context=self._settings.ssl_context(),
                 )
                 self._session = session
+                self._subscribed = False
                 # Always (re)subscribe: harmless when the session already has it,
                 # and it repairs a session the broker expired.
                 await session.subscribe(SUBSCRIPTION, qos=1)
+                self._subscribed = True
             except (MqttError, TimeoutError) as exc:
                 self._metrics.mqtt_connects.labels(outcome="failed").inc()
                 delay = min(30.0, 0.5 * 1.5**attempt) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
