@@ -1,1 +1,24 @@
-"""Whether an event matters: the streaming rule engine (issue 3)."""
+"""Whether an event matters: the streaming rule engine.
+
+Pure code with no I/O: :class:`RuleEngine` turns canonical events (and the
+passing of service time) into :class:`RuleHit` decisions that the service
+hands to the alert store.
+"""
+
+from rules.config import RulesConfig, Thresholds
+from rules.engine import DeviceContext, RuleEngine
+from rules.errors import RulesConfigError, RulesError
+from rules.hits import Action, EvidenceValue, RuleHit, Severity
+
+__all__ = [
+    "Action",
+    "DeviceContext",
+    "EvidenceValue",
+    "RuleEngine",
+    "RuleHit",
+    "RulesConfig",
+    "RulesConfigError",
+    "RulesError",
+    "Severity",
+    "Thresholds",
+]

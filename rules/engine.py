@@ -1,0 +1,541 @@
+"""The streaming rule engine: canonical events in, alert decisions out.
+
+Pure code: no I/O, no clock of its own. Event rules run on *device time*, so
+replaying a recording at any speed yields the same decisions; only the rules
+about silence and waiting (a device that stops talking, a fall window whose
+device went quiet, inactivity) look at the service clock, passed to
+:meth:`RuleEngine.tick` and to :meth:`RuleEngine.observe` as ``received_at``.
+
+A panic is never merged away: every press is a RAISE with its own
+occurrence key; the alert store adds presses to the open alert. A late
+reading (older than the device's newest by more than the grace) is kept in
+the window but never fires a threshold alert; a late panic or fall always
+alerts, with its delivery delay in the evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from devices import Event, Kind, TimeSource
+from rules.config import RulesConfig, Thresholds
+from rules.hits import Action, EvidenceValue, RuleHit, Severity
+from rules.window import Window
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RANK = {None: 0, Severity.WARNING: 1, Severity.MAJOR: 2, Severity.CRITICAL: 3}
+#: Events that mean the elder (not just the device) did something.
+_PASSIVE_KINDS = frozenset({Kind.HEARTBEAT, Kind.BATTERY})
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _at(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceContext:
+    """What the engine needs to know about a device's wearer.
+
+    Attributes:
+        profile: the device profile (``wearable``, ``fixed_terminal``...).
+        elder_id: the elder it belongs to, for per-elder overrides.
+        living_alone: watch for inactivity.
+        high_risk: living alone or very old: shorter silence timeouts.
+    """
+
+    profile: str = "wearable"
+    elder_id: str | None = None
+    living_alone: bool = False
+    high_risk: bool = False
+
+
+def _unknown_context(_device_id: str) -> DeviceContext:
+    return DeviceContext()
+
+
+@dataclass(slots=True)
+class _Hold:
+    """A fall waiting out its cancel window."""
+
+    event_key: str
+    device_ms: int
+    due_ms: int
+    received_at: datetime
+    severity_evidence: dict[str, EvidenceValue]
+
+
+@dataclass(slots=True)
+class _Device:
+    device_id: str
+    context: DeviceContext
+    limits: Thresholds
+    hr: Window
+    watermark_ms: int = -(2**62)
+    last_seen_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    raised: dict[str, Severity] = field(default_factory=dict)
+    holds: list[_Hold] = field(default_factory=list)
+    cancels_ms: list[int] = field(default_factory=list)
+    spo2_low_run: int = 0
+    not_worn_since_ms: int | None = None
+    not_worn_received_at: datetime | None = None
+
+
+class RuleEngine:
+    """Keeps per-device state and turns events into :class:`RuleHit` decisions."""
+
+    def __init__(
+        self,
+        config: RulesConfig | None = None,
+        *,
+        context: Callable[[str], DeviceContext] = _unknown_context,
+    ) -> None:
+        self._config = config or RulesConfig.default()
+        self._context = context
+        self._devices: dict[str, _Device] = {}
+
+    # -- public API ----------------------------------------------------------
+
+    def observe(self, event: Event, *, received_at: datetime) -> list[RuleHit]:
+        """Evaluate one event; return the decisions it causes, in order."""
+        device = self._device(event.device_id)
+        hits: list[RuleHit] = []
+        if "device_silent" in device.raised:
+            hits.append(
+                self._clear(device, "device_silent", received_at, {"back_at": received_at.isoformat()})
+            )
+        device.last_seen_at = received_at
+        if event.kind not in _PASSIVE_KINDS:
+            device.last_activity_at = received_at
+            if "inactivity" in device.raised:
+                hits.append(self._clear(device, "inactivity", received_at, {}))
+        event_ms = _ms(event.observed_at)
+        late = event_ms < device.watermark_ms - device.limits.late_grace_s * 1000
+        device.watermark_ms = max(device.watermark_ms, event_ms)
+        handler = _HANDLERS.get(event.kind)
+        if handler is not None:
+            hits.extend(handler(self, device, event, received_at, late))
+        hits.extend(self._expire_holds(device, now=None))
+        hits.extend(self._check_not_worn(device, now=None))
+        return hits
+
+    def tick(self, now: datetime) -> list[RuleHit]:
+        """Evaluate the rules that depend on the service clock."""
+        hits: list[RuleHit] = []
+        for device in self._devices.values():
+            hits.extend(self._expire_holds(device, now=now))
+            hits.extend(self._check_not_worn(device, now=now))
+            hits.extend(self._check_silence(device, now))
+            hits.extend(self._check_inactivity(device, now))
+        return hits
+
+    def restore_alert(self, device_id: str, rule: str, severity: Severity) -> None:
+        """Remember an alert that is open in the store (after a restart)."""
+        self._device(device_id).raised[rule] = severity
+
+    def restore_hold(
+        self, device_id: str, event_key: str, device_time: datetime, received_at: datetime
+    ) -> None:
+        """Resume waiting out a fall's cancel window (after a restart)."""
+        device = self._device(device_id)
+        ms = _ms(device_time)
+        due_ms = ms + int(device.limits.fall_cancel_window_s * 1000)
+        device.holds.append(_Hold(event_key, ms, due_ms, received_at, {}))
+
+    def restore_seen(
+        self, device_id: str, *, last_seen_at: datetime, last_activity_at: datetime | None
+    ) -> None:
+        """Set when a device last spoke (after a restart), for silence rules."""
+        device = self._device(device_id)
+        device.last_seen_at = last_seen_at
+        device.last_activity_at = last_activity_at or last_seen_at
+
+    def restore_reading(self, event: Event) -> None:
+        """Put a recent reading back in its window without evaluating it."""
+        device = self._device(event.device_id)
+        if event.kind is Kind.HEART_RATE:
+            value = event.fields.get("bpm")
+            if isinstance(value, int | float):
+                device.hr.add(_ms(event.observed_at), float(value))
+        device.watermark_ms = max(device.watermark_ms, _ms(event.observed_at))
+
+    @property
+    def device_count(self) -> int:
+        """How many devices have state."""
+        return len(self._devices)
+
+    # -- per-kind rules ------------------------------------------------------
+
+    def _panic(self, device: _Device, event: Event, received_at: datetime, _late: bool) -> list[RuleHit]:
+        evidence = _delivery(event, received_at)
+        if isinstance(button := event.fields.get("button"), str):
+            evidence["button"] = button
+        device.raised["panic"] = Severity.CRITICAL
+        return [self._hit(Action.RAISE, device, "panic", Severity.CRITICAL, event, evidence=evidence)]
+
+    def _fall(self, device: _Device, event: Event, received_at: datetime, _late: bool) -> list[RuleHit]:
+        evidence = _delivery(event, received_at)
+        if isinstance(confidence := event.fields.get("confidence"), float | int):
+            evidence["confidence"] = float(confidence)
+        if event.fields.get("stage") == "warning":
+            evidence["stage"] = "warning"
+            if _RANK[device.raised.get("fall")] >= _RANK[Severity.MAJOR]:
+                return []
+            device.raised["fall"] = Severity.MAJOR
+            return [self._hit(Action.RAISE, device, "fall", Severity.MAJOR, event, evidence=evidence)]
+        fall_ms = _ms(event.observed_at)
+        due_ms = fall_ms + int(device.limits.fall_cancel_window_s * 1000)
+        if any(fall_ms <= cancel <= due_ms for cancel in device.cancels_ms):
+            return [self._hit(Action.CANCEL, device, "fall", Severity.CRITICAL, event, evidence=evidence)]
+        hold = _Hold(event.event_key, fall_ms, due_ms, received_at, evidence)
+        if device.watermark_ms >= due_ms and device.watermark_ms > fall_ms:
+            # Arrived after its own window (a late delivery): alert now.
+            return [self._raise_fall(device, hold)]
+        device.holds.append(hold)
+        return [
+            self._hit(
+                Action.HOLD, device, "fall", Severity.CRITICAL, event, evidence=evidence, due_at=_at(due_ms)
+            )
+        ]
+
+    def _cancel(self, device: _Device, event: Event, received_at: datetime, _late: bool) -> list[RuleHit]:
+        cancel_ms = _ms(event.observed_at)
+        recent = [c for c in device.cancels_ms if c > cancel_ms - 600_000][-20:]
+        device.cancels_ms = [*recent, cancel_ms]
+        hits: list[RuleHit] = []
+        remaining: list[_Hold] = []
+        for hold in device.holds:
+            if hold.device_ms <= cancel_ms <= hold.due_ms:
+                hits.append(
+                    self._hit(
+                        Action.CANCEL,
+                        device,
+                        "fall",
+                        Severity.CRITICAL,
+                        None,
+                        occurrence_key=hold.event_key,
+                        triggered_at=_at(hold.device_ms),
+                        evidence={"cancelled_after_s": (cancel_ms - hold.device_ms) / 1000},
+                    )
+                )
+            else:
+                remaining.append(hold)
+        device.holds = remaining
+        if device.raised.get("fall") == Severity.MAJOR:  # a pre-alert the wearer called off
+            hits.append(self._clear(device, "fall", received_at, {"cancelled_by": "wearer"}))
+        return hits
+
+    def _heart_rate(self, device: _Device, event: Event, _received_at: datetime, late: bool) -> list[RuleHit]:
+        bpm = event.fields.get("bpm")
+        if not isinstance(bpm, int | float):
+            return []
+        device.hr.add(_ms(event.observed_at), float(bpm))
+        if late:
+            return []
+        limits = device.limits
+        values = device.hr.values
+        gap_ms = int(limits.hr_max_gap_s * 1000)
+        hits: list[RuleHit] = []
+        for rule, critical, major, normal in (
+            (
+                "heart_rate_high",
+                device.hr.held_for_ms(values >= limits.hr_high_critical_bpm, gap_ms)
+                >= limits.hr_high_critical_s * 1000,
+                device.hr.held_for_ms(values > limits.hr_high_major_bpm, gap_ms)
+                >= limits.hr_high_major_s * 1000,
+                values <= limits.hr_high_major_bpm - limits.hr_hysteresis_bpm,
+            ),
+            (
+                "heart_rate_low",
+                device.hr.held_for_ms(values <= limits.hr_low_critical_bpm, gap_ms)
+                >= limits.hr_low_critical_s * 1000,
+                device.hr.held_for_ms(values < limits.hr_low_major_bpm, gap_ms)
+                >= limits.hr_low_major_s * 1000,
+                values >= limits.hr_low_major_bpm + limits.hr_hysteresis_bpm,
+            ),
+        ):
+            level = Severity.CRITICAL if critical else Severity.MAJOR if major else None
+            evidence: dict[str, EvidenceValue] = {"bpm": float(bpm)}
+            if level is not None and _RANK[level] > _RANK[device.raised.get(rule)]:
+                device.raised[rule] = level
+                hits.append(self._hit(Action.RAISE, device, rule, level, event, evidence=evidence))
+            elif (
+                rule in device.raised
+                and device.hr.held_for_ms(normal, gap_ms) >= limits.hr_clear_after_s * 1000
+            ):
+                hits.append(self._clear(device, rule, event.observed_at, evidence))
+        return hits
+
+    def _spo2(self, device: _Device, event: Event, _received_at: datetime, late: bool) -> list[RuleHit]:
+        pct = event.fields.get("pct")
+        if late or not isinstance(pct, int | float):
+            return []
+        limits = device.limits
+        device.spo2_low_run = device.spo2_low_run + 1 if pct <= limits.spo2_critical_pct else 0
+        evidence: dict[str, EvidenceValue] = {"pct": float(pct), "consecutive": device.spo2_low_run}
+        if device.spo2_low_run >= limits.spo2_consecutive and "spo2_low" not in device.raised:
+            device.raised["spo2_low"] = Severity.CRITICAL
+            return [self._hit(Action.RAISE, device, "spo2_low", Severity.CRITICAL, event, evidence=evidence)]
+        if "spo2_low" in device.raised and pct >= limits.spo2_clear_pct:
+            return [self._clear(device, "spo2_low", event.observed_at, evidence)]
+        return []
+
+    def _body_temp(self, device: _Device, event: Event, _received_at: datetime, late: bool) -> list[RuleHit]:
+        celsius = event.fields.get("celsius")
+        if late or not isinstance(celsius, int | float):
+            return []
+        limits = device.limits
+        evidence: dict[str, EvidenceValue] = {"celsius": float(celsius)}
+        hits: list[RuleHit] = []
+        for rule, severity, firing, normal in (
+            (
+                "body_temp_low",
+                Severity.CRITICAL,
+                celsius <= limits.temp_low_critical_c,
+                celsius > limits.temp_low_critical_c + limits.temp_hysteresis_c,
+            ),
+            (
+                "body_temp_high",
+                Severity.MAJOR,
+                celsius >= limits.temp_high_major_c,
+                celsius < limits.temp_high_major_c - limits.temp_hysteresis_c,
+            ),
+        ):
+            if firing and rule not in device.raised:
+                device.raised[rule] = severity
+                hits.append(self._hit(Action.RAISE, device, rule, severity, event, evidence=evidence))
+            elif normal and rule in device.raised:
+                hits.append(self._clear(device, rule, event.observed_at, evidence))
+        return hits
+
+    def _battery(self, device: _Device, event: Event, _received_at: datetime, late: bool) -> list[RuleHit]:
+        pct = event.fields.get("pct", event.fields.get("battery_pct"))
+        if late or not isinstance(pct, int | float):
+            return []
+        limits = device.limits
+        level = (
+            Severity.MAJOR
+            if pct <= limits.battery_major_pct
+            else Severity.WARNING
+            if pct <= limits.battery_warning_pct
+            else None
+        )
+        evidence: dict[str, EvidenceValue] = {"pct": float(pct)}
+        if level is not None and _RANK[level] > _RANK[device.raised.get("battery_low")]:
+            device.raised["battery_low"] = level
+            return [self._hit(Action.RAISE, device, "battery_low", level, event, evidence=evidence)]
+        if (
+            "battery_low" in device.raised
+            and pct >= limits.battery_warning_pct + limits.battery_hysteresis_pct
+        ):
+            return [self._clear(device, "battery_low", event.observed_at, evidence)]
+        return []
+
+    def _worn(self, device: _Device, event: Event, received_at: datetime, late: bool) -> list[RuleHit]:
+        if late:
+            return []
+        if event.fields.get("on") is False:
+            if device.not_worn_since_ms is None:
+                device.not_worn_since_ms = _ms(event.observed_at)
+                device.not_worn_received_at = received_at
+            return []
+        device.not_worn_since_ms = None
+        device.not_worn_received_at = None
+        if "not_worn" in device.raised:
+            return [self._clear(device, "not_worn", event.observed_at, {})]
+        return []
+
+    # -- time-driven rules ---------------------------------------------------
+
+    def _expire_holds(self, device: _Device, now: datetime | None) -> list[RuleHit]:
+        if not device.holds:
+            return []
+        window = timedelta(seconds=device.limits.fall_cancel_window_s)
+        due: list[_Hold] = []
+        remaining: list[_Hold] = []
+        for hold in device.holds:
+            expired = device.watermark_ms >= hold.due_ms and device.watermark_ms > hold.device_ms
+            if now is not None and now >= hold.received_at + window:
+                expired = True
+            (due if expired else remaining).append(hold)
+        device.holds = remaining
+        return [self._raise_fall(device, hold) for hold in due]
+
+    def _raise_fall(self, device: _Device, hold: _Hold) -> RuleHit:
+        device.raised["fall"] = Severity.CRITICAL
+        return self._hit(
+            Action.RAISE,
+            device,
+            "fall",
+            Severity.CRITICAL,
+            None,
+            occurrence_key=hold.event_key,
+            triggered_at=_at(hold.device_ms),
+            evidence={**hold.severity_evidence, "cancel_window_s": device.limits.fall_cancel_window_s},
+        )
+
+    def _check_not_worn(self, device: _Device, now: datetime | None) -> list[RuleHit]:
+        since = device.not_worn_since_ms
+        if since is None or "not_worn" in device.raised or device.not_worn_received_at is None:
+            return []
+        limit_ms = int(device.limits.not_worn_s * 1000)
+        by_device = device.watermark_ms >= since + limit_ms
+        by_clock = now is not None and now >= device.not_worn_received_at + timedelta(milliseconds=limit_ms)
+        if not (by_device or by_clock):
+            return []
+        device.raised["not_worn"] = Severity.WARNING
+        return [
+            self._hit(
+                Action.RAISE,
+                device,
+                "not_worn",
+                Severity.WARNING,
+                None,
+                occurrence_key=f"worn-off:{since}",
+                triggered_at=_at(since),
+                evidence={"not_worn_for_s": device.limits.not_worn_s},
+            )
+        ]
+
+    def _check_silence(self, device: _Device, now: datetime) -> list[RuleHit]:
+        if device.last_seen_at is None or "device_silent" in device.raised:
+            return []
+        limits = device.limits
+        timeout_s = limits.silence_timeout_s * (
+            limits.high_risk_silence_factor if device.context.high_risk else 1.0
+        )
+        if (now - device.last_seen_at).total_seconds() <= timeout_s:
+            return []
+        device.raised["device_silent"] = Severity.WARNING
+        return [
+            self._hit(
+                Action.RAISE,
+                device,
+                "device_silent",
+                Severity.WARNING,
+                None,
+                occurrence_key=f"silent:{_ms(device.last_seen_at)}",
+                triggered_at=now,
+                evidence={"last_seen_at": device.last_seen_at.isoformat(), "timeout_s": timeout_s},
+            )
+        ]
+
+    def _check_inactivity(self, device: _Device, now: datetime) -> list[RuleHit]:
+        if (
+            not device.context.living_alone
+            or device.last_activity_at is None
+            or "inactivity" in device.raised
+        ):
+            return []
+        if (now - device.last_activity_at).total_seconds() <= device.limits.inactivity_s:
+            return []
+        device.raised["inactivity"] = Severity.WARNING
+        return [
+            self._hit(
+                Action.RAISE,
+                device,
+                "inactivity",
+                Severity.WARNING,
+                None,
+                occurrence_key=f"inactive:{_ms(device.last_activity_at)}",
+                triggered_at=now,
+                evidence={"last_activity_at": device.last_activity_at.isoformat()},
+            )
+        ]
+
+    # -- helpers -------------------------------------------------------------
+
+    def _device(self, device_id: str) -> _Device:
+        device = self._devices.get(device_id)
+        if device is None:
+            context = self._context(device_id)
+            limits = self._config.thresholds(
+                profile=context.profile, elder_id=context.elder_id, device_id=device_id
+            )
+            horizon_s = (
+                max(limits.hr_high_major_s, limits.hr_low_major_s, limits.hr_clear_after_s)
+                + limits.hr_max_gap_s
+            )
+            device = _Device(device_id, context, limits, Window(int(horizon_s * 1000)))
+            self._devices[device_id] = device
+        return device
+
+    def _hit(
+        self,
+        action: Action,
+        device: _Device,
+        rule: str,
+        severity: Severity,
+        event: Event | None,
+        *,
+        evidence: dict[str, EvidenceValue],
+        occurrence_key: str | None = None,
+        triggered_at: datetime | None = None,
+        due_at: datetime | None = None,
+    ) -> RuleHit:
+        if event is not None:
+            occurrence_key = (
+                occurrence_key or f"{event.kind.value}:{event.event_key or _ms(event.observed_at)}"
+            )
+            triggered_at = triggered_at or event.observed_at
+        assert occurrence_key is not None  # noqa: S101 - callers pass one or an event
+        assert triggered_at is not None  # noqa: S101
+        return RuleHit(
+            action=action,
+            rule=rule,
+            device_id=device.device_id,
+            severity=severity,
+            emergency=severity is Severity.CRITICAL,
+            dedup_key=f"{device.device_id}:{rule}",
+            occurrence_key=occurrence_key,
+            triggered_at=triggered_at,
+            due_at=due_at,
+            evidence=evidence,
+        )
+
+    def _clear(self, device: _Device, rule: str, at: datetime, evidence: dict[str, EvidenceValue]) -> RuleHit:
+        severity = device.raised.pop(rule)
+        return self._hit(
+            Action.CLEAR,
+            device,
+            rule,
+            severity,
+            None,
+            occurrence_key=f"clear:{rule}:{_ms(at)}",
+            triggered_at=at,
+            evidence=evidence,
+        )
+
+
+def _delivery(event: Event, received_at: datetime) -> dict[str, EvidenceValue]:
+    """Delivery delay and time quality of a life-safety event."""
+    device_time = event.device_time or event.observed_at
+    evidence: dict[str, EvidenceValue] = {
+        "delivery_delay_s": round((received_at - device_time).total_seconds(), 3),
+        "time_source": event.time_source.value,
+    }
+    if event.time_source is TimeSource.RECEIVED or event.flags:
+        evidence["flags"] = ",".join(sorted(event.flags))
+    return evidence
+
+
+_HANDLERS: dict[Kind, Callable[[RuleEngine, _Device, Event, datetime, bool], list[RuleHit]]] = {
+    Kind.PANIC: RuleEngine._panic,  # noqa: SLF001
+    Kind.FALL: RuleEngine._fall,  # noqa: SLF001
+    Kind.CANCEL: RuleEngine._cancel,  # noqa: SLF001
+    Kind.HEART_RATE: RuleEngine._heart_rate,  # noqa: SLF001
+    Kind.SPO2: RuleEngine._spo2,  # noqa: SLF001
+    Kind.BODY_TEMP: RuleEngine._body_temp,  # noqa: SLF001
+    Kind.BATTERY: RuleEngine._battery,  # noqa: SLF001
+    Kind.HEARTBEAT: RuleEngine._battery,  # noqa: SLF001 - heartbeats may carry battery_pct
+    Kind.WORN: RuleEngine._worn,  # noqa: SLF001
+}
