@@ -27,6 +27,7 @@ from ingest.storage import StorageUnavailableError, TelemetryWriter, WriteResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
     from ingest.metrics import IngestMetrics
     from ingest.pipeline import MessageRows
@@ -68,12 +69,14 @@ class Batcher:
         metrics: IngestMetrics,
         settings: BatchSettings,
         *,
+        now: Callable[[], datetime],
         on_commit: Callable[[list[MessageRows], WriteResult], None] | None = None,
     ) -> None:
         self._writer = writer
         self._metrics = metrics
         self._settings = settings
         self._on_commit = on_commit
+        self._now = now
         self._current: list[tuple[MessageRows, Acknowledger]] = []
         self._opened_mono = 0.0
         self._committing = 0
@@ -173,7 +176,7 @@ class Batcher:
         delay = self._settings.retry_initial_s
         while True:
             try:
-                result = await self._writer.write(messages)
+                result = await self._writer.write(messages, now=self._now())
             except StorageUnavailableError as exc:
                 self._metrics.flush_failures.labels(cause="db_unavailable").inc()
                 if self.database_ok or delay == self._settings.retry_initial_s:
@@ -200,6 +203,8 @@ class Batcher:
         by_source: dict[int, tuple[Acknowledger, list[int]]] = {}
         lag = self._metrics.ack_lag
         for rows, source in batch:
+            if rows.synthetic:
+                continue
             packet_id = rows.envelope.packet_id
             if packet_id:
                 entry = by_source.get(id(source))
@@ -213,7 +218,7 @@ class Batcher:
 
     def _count(self, messages: list[MessageRows], result: WriteResult) -> None:
         metrics = self._metrics
-        metrics.messages_stored.inc(len(messages))
+        metrics.messages_stored.inc(sum(1 for rows in messages if not rows.synthetic))
         metrics.rows_written.labels(table="readings").inc(result.readings_new)
         metrics.rows_written.labels(table="device_events").inc(result.events_new)
         metrics.rows_written.labels(table="quarantine").inc(result.quarantined_new)

@@ -14,10 +14,13 @@ import os
 import signal
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import psycopg
 
+import alerts
+from alerts import State
 from ingest.errors import ConfigError
 from ingest.schema import TimescaleMode, migrate
 from ingest.service import run_ingest
@@ -114,6 +117,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dsn(db_migrate)
     _add_timescale(db_migrate)
 
+    alerts_cmd = commands.add_parser("alerts", help="list and work alerts")
+    alert_commands = alerts_cmd.add_subparsers(dest="alerts_command", required=True, metavar="ALERTS_COMMAND")
+    listing = alert_commands.add_parser("list", help="alerts, most urgent first")
+    listing.add_argument("--state", choices=[s.value for s in State], help="only alerts in this state")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_dsn(listing)
+    for action, verb in (
+        ("ack", "acknowledge"),
+        ("dispatch", "mark a responder sent for"),
+        ("resolve", "resolve"),
+    ):
+        sub = alert_commands.add_parser(action, help=f"{verb} an alert")
+        sub.add_argument("alert_id", type=int, metavar="ID")
+        sub.add_argument("--by", required=True, help="who does it (recorded in the audit trail)")
+        if action == "resolve":
+            sub.add_argument("--note", help="what happened")
+        _add_dsn(sub)
+
+    dispatch = commands.add_parser("dispatch", help="the dispatch queue")
+    dispatch_commands = dispatch.add_subparsers(
+        dest="dispatch_command", required=True, metavar="DISPATCH_COMMAND"
+    )
+    claim = dispatch_commands.add_parser("next", help="claim the most urgent open alert")
+    claim.add_argument("--by", required=True, help="the dispatcher claiming it")
+    _add_dsn(claim)
+
     commands.add_parser("demo", help="run the whole pipeline on an embedded default (coming: issue 5)")
     return parser
 
@@ -131,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ingest(args)
         if args.command == "db":
             return asyncio.run(_db_migrate(args))
+        if args.command in ("alerts", "dispatch"):
+            return asyncio.run(_alerts(args))
         if args.command == "demo":
             print("carewatch demo is coming (issue 5); see README for the test command.")
             return 0
@@ -176,3 +207,51 @@ async def _db_migrate(args: argparse.Namespace) -> int:
         f"licence {info.license or '-'})"
     )
     return 0
+
+
+_ACTIONS = {"ack": "acknowledge", "dispatch": "dispatch", "resolve": "resolve"}
+
+
+async def _alerts(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    try:
+        async with await psycopg.AsyncConnection.connect(args.dsn, connect_timeout=10) as conn:
+            if args.command == "dispatch":
+                async with conn.transaction():
+                    claimed = await alerts.claim_next(conn, by=args.by, now=now)
+                if claimed is None:
+                    print("no open alert waiting")
+                    return 0
+                print(alerts.alert_json(claimed))
+                return 0
+            if args.alerts_command == "list":
+                found = await alerts.list_alerts(conn, state=args.state)
+                for alert in found:
+                    print(alerts.alert_json(alert) if args.json else _alert_line(alert, now))
+                return 0
+            async with conn.transaction():
+                alert = await alerts.transition(
+                    conn,
+                    args.alert_id,
+                    _ACTIONS[args.alerts_command],
+                    by=args.by,
+                    now=now,
+                    note=getattr(args, "note", None),
+                )
+            print(f"alert {alert.id} is now {alert.state}")
+            return 0
+    except alerts.AlertsError as exc:
+        print(f"carewatch: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        print(f"carewatch: database error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _alert_line(alert: alerts.Alert, now: datetime) -> str:
+    left_s = int((alert.sla_due_at - now).total_seconds())
+    due = f"due in {left_s // 60}m{left_s % 60:02d}s" if left_s >= 0 else f"OVERDUE {-left_s // 60}m"
+    return (
+        f"{alert.id:>6}  {alert.state:<12} {alert.severity:<8} p{alert.priority:<4} {alert.rule:<16}"
+        f" {alert.device_id:<20} x{alert.occurrence_count:<3} {due}"
+    )

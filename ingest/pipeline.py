@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
+    from alerts import AlertRequest
     from devices import FieldValue
     from ingest.envelope import Envelope
 
@@ -69,8 +70,11 @@ class MessageRows:
         quarantine: rows for ``quarantine`` (at most one per message).
         reasons: the quarantine reasons, for metrics.
         ignored: not device input (our own alert stream): acknowledged, not stored.
-        life_safety: the message carries a panic or fall: commit it now.
+        synthetic: not a message at all: decisions of the rule engine's clock.
+        life_safety: the message carries a panic or fall (or raised an
+            emergency): commit it now, never behind telemetry.
         decoded: the canonical events, for the rule engine.
+        alerts: the rule engine's decisions, committed with the rows.
     """
 
     envelope: Envelope
@@ -79,8 +83,10 @@ class MessageRows:
     quarantine: list[QuarantineRow] = field(default_factory=list)
     reasons: list[RejectReason] = field(default_factory=list)
     ignored: bool = False
+    synthetic: bool = False
     life_safety: bool = False
     decoded: list[Event] = field(default_factory=list)
+    alerts: list[AlertRequest] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

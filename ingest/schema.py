@@ -35,7 +35,7 @@ HYPERTABLES: tuple[tuple[str, str, str], ...] = (
 )
 
 #: Packages whose ``sql/NNN_*.sql`` files are migrations, in dependency order.
-MIGRATION_PACKAGES: tuple[str, ...] = ("ingest",)
+MIGRATION_PACKAGES: tuple[str, ...] = ("ingest", "alerts")
 
 
 class TimescaleMode(StrEnum):

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from devices import SUBSCRIPTION
 from ingest import wire
+from ingest.alerting import Alerting, maintain
 from ingest.batcher import Batcher
 from ingest.envelope import Envelope
 from ingest.errors import MqttConnectError, MqttError
@@ -30,6 +31,7 @@ from ingest.pipeline import Pipeline
 from ingest.schema import StorageInfo, migrate
 from ingest.session import MqttSession
 from ingest.storage import TelemetryWriter
+from rules import RuleEngine
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -76,9 +78,12 @@ class Intake:
         pipeline: Pipeline,
         batcher: Batcher,
         metrics: IngestMetrics,
+        *,
         now: Callable[[], datetime],
+        alerting: Alerting,
     ) -> None:
         self._settings = settings
+        self._alerting = alerting
         self._pipeline = pipeline
         self._batcher = batcher
         self._metrics = metrics
@@ -86,6 +91,11 @@ class Intake:
         self._session: MqttSession | None = None
         self._subscribed = False
         self._paused = False
+
+    @property
+    def session(self) -> MqttSession | None:
+        """The current session, if connected (for publishing alerts)."""
+        return self._session if self.connected else None
 
     @property
     def connected(self) -> bool:
@@ -175,7 +185,28 @@ class Intake:
             received_at=self._now(),
             received_mono=time.monotonic(),
         )
-        self._batcher.add(self._pipeline.process(envelope), session)
+        rows = self._pipeline.process(envelope)
+        self._alerting.observe(rows)
+        self._batcher.add(rows, session)
+
+
+class _NoAck:
+    """The source of synthetic batch entries: nothing to acknowledge."""
+
+    def ack(self, packet_ids: list[int]) -> bool:
+        return not packet_ids
+
+
+async def _tick(alerting: Alerting, batcher: Batcher, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+    """Give the rules the service clock: silence, expired fall windows, inactivity."""
+    source = _NoAck()
+    while not stop.is_set():
+        rows = alerting.tick()
+        if rows is not None:
+            batcher.add(rows, source)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval_s):
+                await stop.wait()
 
 
 async def run_ingest(
@@ -189,9 +220,10 @@ async def run_ingest(
     registry = registry or CollectorRegistry()
     metrics = IngestMetrics(registry)
     writer = TelemetryWriter(settings.dsn)
-    batcher = Batcher(writer, metrics, settings.batch)
+    batcher = Batcher(writer, metrics, settings.batch, now=now)
     metrics.track_queue_depth(lambda: batcher.pending)
-    intake = Intake(settings.mqtt, Pipeline(settings.pipeline), batcher, metrics, now)
+    alerting = Alerting(RuleEngine(settings.rules), now)
+    intake = Intake(settings.mqtt, Pipeline(settings.pipeline), batcher, metrics, now=now, alerting=alerting)
 
     def ready() -> tuple[bool, str]:
         checks = {"mqtt": intake.connected, "database": batcher.database_ok or batcher.pending == 0}
@@ -206,17 +238,26 @@ async def run_ingest(
         if info is None:
             return 0
         metrics.storage.info({"backend": info.backend, "license": info.license or "none"})
+        async with await psycopg.AsyncConnection.connect(settings.dsn, connect_timeout=10) as conn:
+            await alerting.restore(conn)
         batcher.database_ok = True
         metrics.db_up.set(1)
+        maintenance_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             batcher_task = tasks.create_task(batcher.run(), name="ingest.batcher")
             intake_task = tasks.create_task(intake.run(stop), name="ingest.intake")
+            tasks.create_task(_tick(alerting, batcher, stop), name="ingest.rules_clock")
+            tasks.create_task(
+                maintain(settings.dsn, maintenance_stop, now=now, session=lambda: intake.session),
+                name="ingest.alert_maintenance",
+            )
             await stop.wait()
             logger.info("stopping: draining uncommitted messages", extra={"event": "shutdown"})
             intake.pause()
             drained = await batcher.drain(settings.shutdown_timeout_s)
             if not drained:
                 batcher_task.cancel()
+            maintenance_stop.set()
             await intake.close()
             await intake_task
         logger.info("stopped cleanly", extra={"event": "stopped"})

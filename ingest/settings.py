@@ -10,6 +10,7 @@ from ingest.batcher import BatchSettings
 from ingest.errors import ConfigError
 from ingest.pipeline import PipelineSettings
 from ingest.schema import TimescaleMode
+from rules import RulesConfig
 
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=carewatch"
@@ -80,6 +81,7 @@ class IngestSettings:
         timescale: whether to use TimescaleDB.
         batch: how messages are grouped into transactions.
         pipeline: input limits.
+        rules: rule thresholds (defaults, per profile, elder and device).
         shutdown_timeout_s: how long SIGTERM waits for the last commit.
     """
 
@@ -90,4 +92,5 @@ class IngestSettings:
     timescale: TimescaleMode = TimescaleMode.AUTO
     batch: BatchSettings = field(default_factory=BatchSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    rules: RulesConfig = field(default_factory=RulesConfig.default)
     shutdown_timeout_s: float = 15.0

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import errors as pg_errors
 
+import alerts
 from devices import RejectReason
 from ingest.errors import IngestError
 from ingest.pipeline import quarantine
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime
 
     from psycopg.rows import TupleRow
 
@@ -177,7 +179,7 @@ class TelemetryWriter:
             conn, self._conn = self._conn, None
             await conn.close()
 
-    async def write(self, messages: list[MessageRows]) -> WriteResult:
+    async def write(self, messages: list[MessageRows], *, now: datetime) -> WriteResult:
         """Commit every row of ``messages`` in one transaction.
 
         Raises:
@@ -190,7 +192,7 @@ class TelemetryWriter:
         try:
             try:
                 async with conn.transaction():
-                    counts = await _write_rows(conn, messages)
+                    counts = await _write_rows(conn, messages, now)
                 return _result(counts, storage_rejected=0)
             except psycopg.Error as exc:
                 if not _is_data_error(exc):
@@ -200,13 +202,13 @@ class TelemetryWriter:
                     exc.sqlstate,
                     extra={"event": "batch_refused", "sqlstate": exc.sqlstate},
                 )
-            return await self._write_one_by_one(conn, messages)
+            return await self._write_one_by_one(conn, messages, now)
         except psycopg.Error as exc:
             await self.close()
             raise StorageUnavailableError(f"batch not committed: {exc}", exc.sqlstate) from exc
 
     async def _write_one_by_one(
-        self, conn: psycopg.AsyncConnection[TupleRow], messages: list[MessageRows]
+        self, conn: psycopg.AsyncConnection[TupleRow], messages: list[MessageRows], now: datetime
     ) -> WriteResult:
         totals = [0, 0, 0, 0, 0]
         rejected = 0
@@ -216,7 +218,7 @@ class TelemetryWriter:
                 await conn.execute("TRUNCATE readings_stage, events_stage, quarantine_stage")
                 try:
                     async with conn.transaction():  # savepoint
-                        counts = await _write_rows(conn, [message])
+                        counts = await _write_rows(conn, [message], now)
                 except psycopg.Error as exc:
                     if not _is_data_error(exc):
                         raise
@@ -228,8 +230,10 @@ class TelemetryWriter:
                     message.reasons[:] = replacement.reasons
                     message.readings.clear()
                     message.events.clear()
+                    # Its alerts still go in: a panic's decision must not be lost
+                    # because a companion row was refused.
                     async with conn.transaction():
-                        counts = await _write_rows(conn, [message])
+                        counts = await _write_rows(conn, [message], now)
                 totals = [a + b for a, b in zip(totals, counts, strict=True)]
         return _result((totals[0], totals[1], totals[2], totals[3], totals[4]), storage_rejected=rejected)
 
@@ -255,7 +259,7 @@ def _is_data_error(exc: psycopg.Error) -> bool:
 
 
 async def _write_rows(
-    conn: psycopg.AsyncConnection[TupleRow], messages: list[MessageRows]
+    conn: psycopg.AsyncConnection[TupleRow], messages: list[MessageRows], now: datetime
 ) -> tuple[int, int, int, int, int]:
     readings = [row for m in messages for row in m.readings]
     events = [row for m in messages for row in m.events]
@@ -266,6 +270,9 @@ async def _write_rows(
         quarantined_new = await _copy_and_move(
             cur, "quarantine_stage", _QUARANTINE_TYPES, quarantined, _MOVE_QUARANTINE
         )
+    decisions = [request for m in messages for request in m.alerts]
+    if decisions:
+        await alerts.apply(conn, decisions, now=now)
     return readings_new, len(readings), events_new, len(events), quarantined_new
 
 

@@ -194,16 +194,35 @@ class RuleEngine:
             return [self._hit(Action.RAISE, device, "fall", Severity.MAJOR, event, evidence=evidence)]
         fall_ms = _ms(event.observed_at)
         due_ms = fall_ms + int(device.limits.fall_cancel_window_s * 1000)
+        # One key for the hold, its cancel and its raise: the store matches them on it.
+        key = _occurrence_key(event)
         if any(fall_ms <= cancel <= due_ms for cancel in device.cancels_ms):
-            return [self._hit(Action.CANCEL, device, "fall", Severity.CRITICAL, event, evidence=evidence)]
-        hold = _Hold(event.event_key, fall_ms, due_ms, received_at, evidence)
+            return [
+                self._hit(
+                    Action.CANCEL,
+                    device,
+                    "fall",
+                    Severity.CRITICAL,
+                    event,
+                    evidence=evidence,
+                    occurrence_key=key,
+                )
+            ]
+        hold = _Hold(key, fall_ms, due_ms, received_at, evidence)
         if device.watermark_ms >= due_ms and device.watermark_ms > fall_ms:
             # Arrived after its own window (a late delivery): alert now.
             return [self._raise_fall(device, hold)]
         device.holds.append(hold)
         return [
             self._hit(
-                Action.HOLD, device, "fall", Severity.CRITICAL, event, evidence=evidence, due_at=_at(due_ms)
+                Action.HOLD,
+                device,
+                "fall",
+                Severity.CRITICAL,
+                event,
+                evidence=evidence,
+                due_at=_at(due_ms),
+                occurrence_key=key,
             )
         ]
 
@@ -483,9 +502,7 @@ class RuleEngine:
         due_at: datetime | None = None,
     ) -> RuleHit:
         if event is not None:
-            occurrence_key = (
-                occurrence_key or f"{event.kind.value}:{event.event_key or _ms(event.observed_at)}"
-            )
+            occurrence_key = occurrence_key or _occurrence_key(event)
             triggered_at = triggered_at or event.observed_at
         assert occurrence_key is not None  # noqa: S101 - callers pass one or an event
         assert triggered_at is not None  # noqa: S101
@@ -514,6 +531,11 @@ class RuleEngine:
             triggered_at=at,
             evidence=evidence,
         )
+
+
+def _occurrence_key(event: Event) -> str:
+    """Identity of the event that triggered a decision, stable across redelivery."""
+    return f"{event.kind.value}:{event.event_key or _ms(event.observed_at)}"
 
 
 def _delivery(event: Event, received_at: datetime) -> dict[str, EvidenceValue]:

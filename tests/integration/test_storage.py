@@ -12,7 +12,7 @@ import pytest
 from devices import RejectReason
 from ingest.envelope import Envelope
 from ingest.pipeline import MessageRows, Pipeline, PipelineSettings
-from ingest.schema import TimescaleMode, migrate
+from ingest.schema import TimescaleMode, migrate, migrations
 from ingest.storage import StorageUnavailableError, TelemetryWriter
 from tests.conftest import TestDatabase
 
@@ -53,7 +53,7 @@ def count(dsn: str, sql: str) -> int:
 async def write(dsn: str, *messages: MessageRows):
     writer = TelemetryWriter(dsn)
     try:
-        return await writer.write(list(messages))
+        return await writer.write(list(messages), now=RECEIVED)
     finally:
         await writer.close()
 
@@ -62,7 +62,7 @@ def test_migrate_detects_the_backend_and_is_idempotent(any_db: TestDatabase) -> 
     first = asyncio.run(_migrated(any_db.dsn))
     second = asyncio.run(_migrated(any_db.dsn))
     assert first == second
-    assert count(any_db.dsn, "SELECT count(*) FROM carewatch_migrations") == 1
+    assert count(any_db.dsn, "SELECT count(*) FROM carewatch_migrations") == len(migrations())
     if any_db.backend == "timescaledb":
         assert first.backend == "timescaledb"
         assert first.license in {"apache", "timescale"}
@@ -95,7 +95,7 @@ def test_concurrent_migrations_serialise(any_db: TestDatabase) -> None:
         await asyncio.gather(_migrated(any_db.dsn), _migrated(any_db.dsn), _migrated(any_db.dsn))
 
     asyncio.run(both())
-    assert count(any_db.dsn, "SELECT count(*) FROM carewatch_migrations") == 1
+    assert count(any_db.dsn, "SELECT count(*) FROM carewatch_migrations") == len(migrations())
 
 
 def test_batch_is_stored_once_even_when_written_twice(any_db: TestDatabase) -> None:
@@ -208,4 +208,4 @@ def test_text_with_nul_characters_is_stored(any_db: TestDatabase) -> None:
 def test_unreachable_database_raises_storage_unavailable() -> None:
     writer = TelemetryWriter("host=127.0.0.1 port=1 user=postgres dbname=postgres", connect_timeout_s=1)
     with pytest.raises(StorageUnavailableError):
-        asyncio.run(writer.write([rows("carewatch/v1/gw/d1/json", "{}")]))
+        asyncio.run(writer.write([rows("carewatch/v1/gw/d1/json", "{}")], now=RECEIVED))
