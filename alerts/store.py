@@ -114,16 +114,23 @@ class Alert:
         return {name: v.isoformat() if isinstance(v, datetime) else v for name, v in values.items()}
 
 
-async def apply(conn: AsyncConnection[Any], requests: Iterable[AlertRequest], *, now: datetime) -> int:
+async def apply(
+    conn: AsyncConnection[Any],
+    requests: Iterable[AlertRequest],
+    *,
+    now: datetime,
+    policy: AlertPolicy | None = None,
+) -> int:
     """Apply rule decisions in order; return how many alerts were opened.
 
     Idempotent: a request whose occurrence was already recorded under its
     dedup key (a redelivered message, a restart) changes nothing.
     """
+    policy = policy or AlertPolicy()
     opened = 0
     for request in requests:
         if request.action == "raise":
-            opened += await _raise(conn, request, now)
+            opened += await _raise(conn, request, now, policy)
         elif request.action == "clear":
             await _clear(conn, request, now)
         elif request.action == "hold":
@@ -158,7 +165,9 @@ async def apply(conn: AsyncConnection[Any], requests: Iterable[AlertRequest], *,
     return opened
 
 
-async def _raise(conn: AsyncConnection[Any], request: AlertRequest, now: datetime) -> int:
+async def _raise(
+    conn: AsyncConnection[Any], request: AlertRequest, now: datetime, policy: AlertPolicy
+) -> int:
     seen = await conn.execute(
         "SELECT 1 FROM alert_occurrences WHERE dedup_key = %s AND occurrence_key = %s",
         (request.dedup_key, request.occurrence_key),
@@ -179,7 +188,6 @@ async def _raise(conn: AsyncConnection[Any], request: AlertRequest, now: datetim
     current = await cursor.fetchone()
     evidence = Jsonb(dict(request.evidence or {}))
     if current is None:
-        policy = AlertPolicy()
         sla_s = policy.emergency_sla_s if request.emergency else policy.general_sla_s
         escalate_at = (
             now + timedelta(seconds=policy.escalate_after_s) if request.severity == "critical" else None
@@ -230,9 +238,9 @@ async def _raise(conn: AsyncConnection[Any], request: AlertRequest, now: datetim
             request.severity if upgraded else severity,
             request.emergency,
             request.emergency,
-            now + timedelta(seconds=AlertPolicy().emergency_sla_s),
+            now + timedelta(seconds=policy.emergency_sla_s),
             upgraded and request.severity == "critical",
-            now + timedelta(seconds=AlertPolicy().escalate_after_s),
+            now + timedelta(seconds=policy.escalate_after_s),
             alert_id,
         ),
     )

@@ -129,6 +129,7 @@ async def maintain(
     *,
     now: Callable[[], datetime],
     session: Callable[[], MqttSession | None],
+    policy: alerts.AlertPolicy,
     interval_s: float = 1.0,
 ) -> None:
     """Escalate unacknowledged emergencies and publish the alert outbox, until stopped.
@@ -143,7 +144,7 @@ async def maintain(
             if conn is None or conn.closed:
                 conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=10)
             async with conn.transaction():
-                await alerts.escalate_due(conn, now=now())
+                await alerts.escalate_due(conn, now=now(), policy=policy)
             await _publish_outbox(conn, session(), now)
         except psycopg.OperationalError as exc:
             logger.warning(

@@ -15,6 +15,7 @@ import signal
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -32,6 +33,7 @@ from ingest.settings import (
     IngestSettings,
     MqttSettings,
 )
+from rules import RulesConfig, RulesConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -110,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="most unacknowledged messages held at once: bounds memory during a database outage",
     )
     _add_timescale(ingest)
+    ingest.add_argument(
+        "--rules",
+        type=Path,
+        default=os.environ.get("CAREWATCH_RULES") or None,
+        help="TOML file of rule thresholds per profile, elder and device (env CAREWATCH_RULES)",
+    )
+    ingest.add_argument(
+        "--escalate-after-s",
+        type=float,
+        default=float(_env("CAREWATCH_ESCALATE_AFTER_S", "60")),
+        help="escalate a critical alert not acknowledged this long, and again each time "
+        "(env CAREWATCH_ESCALATE_AFTER_S; default %(default)s)",
+    )
 
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
@@ -165,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             print("carewatch demo is coming (issue 5); see README for the test command.")
             return 0
-    except ConfigError as exc:
+    except (ConfigError, RulesConfigError) as exc:
         print(f"carewatch: {exc}", file=sys.stderr)
         return 2
     return 2
@@ -177,7 +192,10 @@ def _ingest(args: argparse.Namespace) -> int:
         client_id=args.client_id,
         receive_maximum=args.receive_maximum,
     )
+    rules = RulesConfig.load(args.rules) if args.rules else RulesConfig.default()
     settings = IngestSettings(
+        rules=rules,
+        alert_policy=alerts.AlertPolicy(escalate_after_s=args.escalate_after_s),
         mqtt=mqtt,
         dsn=args.dsn,
         metrics_host=args.metrics_host,

@@ -219,7 +219,7 @@ async def run_ingest(
     """Run the service until ``stop`` is set; return the process exit code."""
     registry = registry or CollectorRegistry()
     metrics = IngestMetrics(registry)
-    writer = TelemetryWriter(settings.dsn)
+    writer = TelemetryWriter(settings.dsn, alert_policy=settings.alert_policy)
     batcher = Batcher(writer, metrics, settings.batch, now=now)
     metrics.track_queue_depth(lambda: batcher.pending)
     alerting = Alerting(RuleEngine(settings.rules), now)
@@ -248,7 +248,13 @@ async def run_ingest(
             intake_task = tasks.create_task(intake.run(stop), name="ingest.intake")
             tasks.create_task(_tick(alerting, batcher, stop), name="ingest.rules_clock")
             tasks.create_task(
-                maintain(settings.dsn, maintenance_stop, now=now, session=lambda: intake.session),
+                maintain(
+                    settings.dsn,
+                    maintenance_stop,
+                    now=now,
+                    session=lambda: intake.session,
+                    policy=settings.alert_policy,
+                ),
                 name="ingest.alert_maintenance",
             )
             await stop.wait()

@@ -6,6 +6,7 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from alerts import AlertPolicy
 from ingest.batcher import BatchSettings
 from ingest.errors import ConfigError
 from ingest.pipeline import PipelineSettings
@@ -82,6 +83,7 @@ class IngestSettings:
         batch: how messages are grouped into transactions.
         pipeline: input limits.
         rules: rule thresholds (defaults, per profile, elder and device).
+        alert_policy: deadlines and escalation of alerts.
         shutdown_timeout_s: how long SIGTERM waits for the last commit.
     """
 
@@ -93,4 +95,5 @@ class IngestSettings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     rules: RulesConfig = field(default_factory=RulesConfig.default)
+    alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
     shutdown_timeout_s: float = 15.0

@@ -144,8 +144,15 @@ _DATA_ERROR_CLASSES = ("22", "23")
 class TelemetryWriter:
     """Owns one database connection and writes batches over it."""
 
-    def __init__(self, conninfo: str, *, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        connect_timeout_s: float = 10.0,
+        alert_policy: alerts.AlertPolicy | None = None,
+    ) -> None:
         self._conninfo = conninfo
+        self._alert_policy = alert_policy or alerts.AlertPolicy()
         self._connect_timeout_s = connect_timeout_s
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
 
@@ -192,7 +199,7 @@ class TelemetryWriter:
         try:
             try:
                 async with conn.transaction():
-                    counts = await _write_rows(conn, messages, now)
+                    counts = await _write_rows(conn, messages, now, self._alert_policy)
                 return _result(counts, storage_rejected=0)
             except psycopg.Error as exc:
                 if not _is_data_error(exc):
@@ -218,7 +225,7 @@ class TelemetryWriter:
                 await conn.execute("TRUNCATE readings_stage, events_stage, quarantine_stage")
                 try:
                     async with conn.transaction():  # savepoint
-                        counts = await _write_rows(conn, [message], now)
+                        counts = await _write_rows(conn, [message], now, self._alert_policy)
                 except psycopg.Error as exc:
                     if not _is_data_error(exc):
                         raise
@@ -233,7 +240,7 @@ class TelemetryWriter:
                     # Its alerts still go in: a panic's decision must not be lost
                     # because a companion row was refused.
                     async with conn.transaction():
-                        counts = await _write_rows(conn, [message], now)
+                        counts = await _write_rows(conn, [message], now, self._alert_policy)
                 totals = [a + b for a, b in zip(totals, counts, strict=True)]
         return _result((totals[0], totals[1], totals[2], totals[3], totals[4]), storage_rejected=rejected)
 
@@ -259,7 +266,10 @@ def _is_data_error(exc: psycopg.Error) -> bool:
 
 
 async def _write_rows(
-    conn: psycopg.AsyncConnection[TupleRow], messages: list[MessageRows], now: datetime
+    conn: psycopg.AsyncConnection[TupleRow],
+    messages: list[MessageRows],
+    now: datetime,
+    policy: alerts.AlertPolicy,
 ) -> tuple[int, int, int, int, int]:
     readings = [row for m in messages for row in m.readings]
     events = [row for m in messages for row in m.events]
@@ -272,7 +282,7 @@ async def _write_rows(
         )
     decisions = [request for m in messages for request in m.alerts]
     if decisions:
-        await alerts.apply(conn, decisions, now=now)
+        await alerts.apply(conn, decisions, now=now, policy=policy)
     return readings_new, len(readings), events_new, len(events), quarantined_new
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -132,25 +132,20 @@ class RulesConfig:
         if unknown:
             raise RulesConfigError(source, f"unknown section(s): {', '.join(sorted(unknown))}")
         config = cls.default()
-        try:
-            config.defaults.update(_values(_ThresholdSection, document.get("defaults", {})))
-            for name, body in _table(document, "profiles").items():
-                config.profiles.setdefault(name, {}).update(_values(_ThresholdSection, body))
-            for name, body in _table(document, "elders").items():
-                config.elders[name] = _values(_ThresholdSection, body)
-            for name, body in _table(document, "devices").items():
-                section = _DeviceSection.model_validate(body)
-                values = section.model_dump(exclude_none=True)
-                profile = values.pop("profile", None)
-                if profile is not None:
-                    if profile not in config.profiles:
-                        raise RulesConfigError(source, f"devices.{name}: unknown profile {profile!r}")
-                    config.device_profiles[name] = profile
-                config.devices[name] = values
-        except ValidationError as exc:
-            first = exc.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise RulesConfigError(source, f"{where}: {first['msg']}") from None
+        config.defaults.update(_values(_ThresholdSection, document.get("defaults", {}), source, "defaults"))
+        for name, body in _table(document, "profiles", source).items():
+            values = _values(_ThresholdSection, body, source, f"profiles.{name}")
+            config.profiles.setdefault(name, {}).update(values)
+        for name, body in _table(document, "elders", source).items():
+            config.elders[name] = _values(_ThresholdSection, body, source, f"elders.{name}")
+        for name, body in _table(document, "devices", source).items():
+            values = _values(_DeviceSection, body, source, f"devices.{name}")
+            profile = values.pop("profile", None)
+            if profile is not None:
+                if profile not in config.profiles:
+                    raise RulesConfigError(source, f"devices.{name}: unknown profile {profile!r}")
+                config.device_profiles[name] = str(profile)
+            config.devices[name] = values
         return config
 
     def thresholds(self, *, profile: str, elder_id: str | None, device_id: str) -> Thresholds:
@@ -164,13 +159,20 @@ class RulesConfig:
         return replace(_DEFAULTS, **merged)  # type: ignore[arg-type]
 
 
-def _table(document: dict[str, object], key: str) -> dict[str, object]:
+def _table(document: dict[str, object], key: str, source: str) -> dict[str, object]:
     value = document.get(key, {})
     if not isinstance(value, dict):
-        raise RulesConfigError("<config>", f"[{key}] must be a table")
+        raise RulesConfigError(source, f"[{key}] must be a table")
     return value
 
 
-def _values(model: type[BaseModel], body: object) -> dict[str, float | int]:
-    section = model.model_validate(body)
-    return {k: v for k, v in section.model_dump(exclude_none=True).items() if k in _THRESHOLD_NAMES}
+def _values(model: type[BaseModel], body: object, source: str, where: str) -> dict[str, Any]:
+    try:
+        section = model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise RulesConfigError(
+            source, f"{where}.{field}: {first['msg']}" if field else f"{where}: {first['msg']}"
+        ) from None
+    return section.model_dump(exclude_none=True)

@@ -58,10 +58,6 @@ class DeviceContext:
     high_risk: bool = False
 
 
-def _unknown_context(_device_id: str) -> DeviceContext:
-    return DeviceContext()
-
-
 @dataclass(slots=True)
 class _Hold:
     """A fall waiting out its cancel window."""
@@ -97,11 +93,15 @@ class RuleEngine:
         self,
         config: RulesConfig | None = None,
         *,
-        context: Callable[[str], DeviceContext] = _unknown_context,
+        context: Callable[[str], DeviceContext] | None = None,
     ) -> None:
         self._config = config or RulesConfig.default()
-        self._context = context
+        self._context = context or self._configured_context
         self._devices: dict[str, _Device] = {}
+
+    def _configured_context(self, device_id: str) -> DeviceContext:
+        """Without a device registry: the profile the config file names, else a wearable."""
+        return DeviceContext(profile=self._config.device_profiles.get(device_id, "wearable"))
 
     # -- public API ----------------------------------------------------------
 

@@ -102,11 +102,12 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
 );
 CREATE INDEX IF NOT EXISTS alert_outbox_pending ON alert_outbox (id) WHERE published_at IS NULL;
 
--- Wake dispatchers and the publisher when something needs attention.
+-- Wake dispatchers and the publisher when something needs attention; the
+-- payload is the alert's id. NOTIFY is delivered at COMMIT, never before.
 CREATE OR REPLACE FUNCTION carewatch_alerts_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('carewatch_alerts', NEW.id::text);
+    PERFORM pg_notify('carewatch_alerts', NEW.alert_id::text);
     RETURN NEW;
 END;
 $$;
