@@ -4,7 +4,8 @@
 codecs that turn device payloads into canonical events. It does no I/O.
 """
 
-from devices.canonical import Decoded, Rejection, decode_canonical
+from devices.canonical import Decoded, Rejection, decode_canonical, event_key, make_event
+from devices.codec import Codec, DecodeContext
 from devices.errors import DecodeError, DevicesError, RejectReason
 from devices.events import LIFE_SAFETY_KINDS, READING_METRICS, Event, FieldValue, Kind, TimeSource
 from devices.timing import TimePolicy, parse_ts
@@ -25,6 +26,8 @@ __all__ = [
     "READING_METRICS",
     "SUBSCRIPTION",
     "TOPIC_ROOT",
+    "Codec",
+    "DecodeContext",
     "DecodeError",
     "Decoded",
     "DevicesError",
@@ -37,9 +40,11 @@ __all__ = [
     "TimeSource",
     "TopicParts",
     "decode_canonical",
+    "event_key",
     "format_topic",
     "is_outbound",
     "is_valid_id",
+    "make_event",
     "parse_topic",
     "parse_ts",
 ]

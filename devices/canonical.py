@@ -114,8 +114,56 @@ class Location(_Base):
     accuracy_m: Annotated[float, Field(ge=0)] | None = None
 
 
+class Alarm(_Base):
+    """An alarm whose cause is unknown (``label`` is the source's own name for it)."""
+
+    kind: Literal["alarm"]
+    label: Annotated[str, Field(max_length=64)] | None = None
+
+
+class BloodPressure(_Base):
+    """Blood pressure in mmHg."""
+
+    kind: Literal["blood_pressure"]
+    systolic: Annotated[float, Field(gt=0, le=300)]
+    diastolic: Annotated[float, Field(gt=0, le=300)]
+
+
+class Steps(_Base):
+    """A step counter reading."""
+
+    kind: Literal["steps"]
+    count: Annotated[int, Field(ge=0)]
+
+
+class Online(_Base):
+    """The device connected."""
+
+    kind: Literal["online"]
+
+
+class Offline(_Base):
+    """The device went away."""
+
+    kind: Literal["offline"]
+
+
 CanonicalObject = Annotated[
-    HeartRate | Spo2 | BodyTemp | Fall | Panic | Cancel | Heartbeat | Battery | Worn | Location,
+    HeartRate
+    | Spo2
+    | BodyTemp
+    | Fall
+    | Panic
+    | Cancel
+    | Heartbeat
+    | Battery
+    | Worn
+    | Location
+    | Alarm
+    | BloodPressure
+    | Steps
+    | Online
+    | Offline,
     Field(discriminator="kind"),
 ]
 #: Built once: a TypeAdapter compiles its validator on construction.
@@ -207,20 +255,20 @@ def _decode_item(
         if name not in _COMMON_FIELDS and value is not None
     }
     assert isinstance(item, dict)  # noqa: S101 - the model validated an object
-    return _with_time(
+    return make_event(
         device_id=device_id,
         kind=kind,
         device_time=model.ts,
         fields=fields,
         msg_id=model.msg_id,
-        event_key=_event_key(kind, model.msg_id, item),
+        event_key=event_key(kind, model.msg_id, item),
         flags=frozenset(),
         received_at=received_at,
         policy=policy,
     )
 
 
-def _with_time(
+def make_event(
     *,
     device_id: str,
     kind: Kind,
@@ -231,8 +279,35 @@ def _with_time(
     flags: frozenset[str],
     received_at: datetime,
     policy: TimePolicy,
+    time_required: bool = True,
 ) -> Event | Rejection:
-    """Decide which time an event is filed under, or reject an unbelievable reading."""
+    """Build an event, deciding which time it is filed under, or reject an unbelievable reading.
+
+    Args:
+        device_id: the device.
+        kind: the canonical kind.
+        device_time: the device's timestamp, None when the payload has none.
+        fields: the kind's value fields.
+        msg_id: the sender's message id, if any.
+        event_key: stable identity (see :func:`event_key`).
+        flags: problems already found.
+        received_at: when we received it.
+        policy: which device times are believed.
+        time_required: False for formats whose frames carry no time at all
+            (watch health frames, Zigbee state): they are filed under the
+            receive time without being flagged.
+    """
+    if device_time is None and not time_required:
+        return Event(
+            device_id=device_id,
+            kind=kind,
+            observed_at=received_at,
+            fields=fields,
+            event_key=event_key,
+            msg_id=msg_id,
+            time_source=TimeSource.RECEIVED,
+            flags=flags,
+        )
     problem = "missing" if device_time is None else plausibility(device_time, received_at, policy)
     life_safety = kind in LIFE_SAFETY_KINDS
     if (
@@ -287,7 +362,11 @@ def _salvage(  # noqa: PLR0917 - private helper, called once
     raw_msg_id = item.get("msg_id")
     msg_id = raw_msg_id if isinstance(raw_msg_id, str) and 0 < len(raw_msg_id) <= 64 else None  # noqa: PLR2004
     fields: dict[str, FieldValue] = {}
-    if kind is Kind.FALL:
+    if kind is Kind.ALARM:
+        label = item.get("label")
+        if isinstance(label, str) and len(label) <= 64:  # noqa: PLR2004
+            fields["label"] = label
+    elif kind is Kind.FALL:
         stage = item.get("stage")
         if stage in ("warning", "alarm"):
             fields["stage"] = stage
@@ -298,13 +377,13 @@ def _salvage(  # noqa: PLR0917 - private helper, called once
         button = item.get("button")
         if isinstance(button, str) and len(button) <= 64:  # noqa: PLR2004
             fields["button"] = button
-    return _with_time(
+    return make_event(
         device_id=device_id,
         kind=kind,
         device_time=device_time,
         fields=fields,
         msg_id=msg_id,
-        event_key=_event_key(kind, msg_id, item),
+        event_key=event_key(kind, msg_id, item),
         flags=frozenset(flags),
         received_at=received_at,
         policy=policy,
@@ -315,7 +394,7 @@ def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _event_key(kind: Kind, msg_id: str | None, item: dict[str, Any]) -> str:
+def event_key(kind: Kind, msg_id: str | None, item: object) -> str:
     """Identity used to make redelivery harmless.
 
     Readings are identified by (device, metric, time) plus the ``msg_id`` when

@@ -31,6 +31,14 @@ class Kind(StrEnum):
     BATTERY = "battery"
     WORN = "worn"
     LOCATION = "location"
+    #: An alarm whose cause the device did not say (e.g. a watch AL frame with
+    #: no status bit): treated like a panic, because it most often is one.
+    ALARM = "alarm"
+    BLOOD_PRESSURE = "blood_pressure"
+    STEPS = "steps"
+    #: The device (or its app) connected / went away, as its gateway saw it.
+    ONLINE = "online"
+    OFFLINE = "offline"
 
 
 class TimeSource(StrEnum):
@@ -43,7 +51,7 @@ class TimeSource(StrEnum):
 
 
 #: Events that are kept whatever is wrong with their timestamp or fields.
-LIFE_SAFETY_KINDS = frozenset({Kind.PANIC, Kind.FALL})
+LIFE_SAFETY_KINDS = frozenset({Kind.PANIC, Kind.FALL, Kind.ALARM})
 
 #: Kinds that are a single number, stored as readings: kind -> (metric, field).
 READING_METRICS: Mapping[Kind, tuple[str, str]] = {
@@ -51,6 +59,7 @@ READING_METRICS: Mapping[Kind, tuple[str, str]] = {
     Kind.SPO2: ("spo2_pct", "pct"),
     Kind.BODY_TEMP: ("body_temp_c", "celsius"),
     Kind.BATTERY: ("battery_pct", "pct"),
+    Kind.STEPS: ("steps_count", "count"),
 }
 
 

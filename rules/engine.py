@@ -176,11 +176,14 @@ class RuleEngine:
     # -- per-kind rules ------------------------------------------------------
 
     def _panic(self, device: _Device, event: Event, received_at: datetime, _late: bool) -> list[RuleHit]:
+        """A panic press, or an alarm of unknown cause (treated alike: it most often is one)."""
         evidence = _delivery(event, received_at)
-        if isinstance(button := event.fields.get("button"), str):
-            evidence["button"] = button
-        device.raised["panic"] = Severity.CRITICAL
-        return [self._hit(Action.RAISE, device, "panic", Severity.CRITICAL, event, evidence=evidence)]
+        for name in ("button", "label"):
+            if isinstance(value := event.fields.get(name), str):
+                evidence[name] = value
+        rule = event.kind.value  # "panic" or "alarm"
+        device.raised[rule] = Severity.CRITICAL
+        return [self._hit(Action.RAISE, device, rule, Severity.CRITICAL, event, evidence=evidence)]
 
     def _fall(self, device: _Device, event: Event, received_at: datetime, _late: bool) -> list[RuleHit]:
         evidence = _delivery(event, received_at)
@@ -552,6 +555,7 @@ def _delivery(event: Event, received_at: datetime) -> dict[str, EvidenceValue]:
 
 _HANDLERS: dict[Kind, Callable[[RuleEngine, _Device, Event, datetime, bool], list[RuleHit]]] = {
     Kind.PANIC: RuleEngine._panic,  # noqa: SLF001
+    Kind.ALARM: RuleEngine._panic,  # noqa: SLF001
     Kind.FALL: RuleEngine._fall,  # noqa: SLF001
     Kind.CANCEL: RuleEngine._cancel,  # noqa: SLF001
     Kind.HEART_RATE: RuleEngine._heart_rate,  # noqa: SLF001

@@ -338,7 +338,7 @@ def test_value_outside_its_range_is_rejected_as_out_of_range(body):
     assert only_rejection({"ts": TS, **body}).reason is RejectReason.OUT_OF_RANGE
 
 
-@pytest.mark.parametrize("kind", ["blood_pressure", "PANIC", "Heart_Rate", "", 5, None])
+@pytest.mark.parametrize("kind", ["teleport", "PANIC", "Heart_Rate", "", 5, None])
 def test_unknown_kind_is_rejected_as_unknown_kind(kind):
     assert only_rejection({"ts": TS, "kind": kind}).reason is RejectReason.UNKNOWN_KIND
 
