@@ -22,6 +22,7 @@ from alerts.store import (
     list_alerts,
     pending_holds,
     transition,
+    wait_and_claim,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "list_alerts",
     "pending_holds",
     "transition",
+    "wait_and_claim",
 ]

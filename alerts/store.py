@@ -7,6 +7,7 @@ together, and acknowledge the MQTT message only after that commit.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from alerts.lifecycle import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from psycopg import AsyncConnection
 
@@ -317,6 +318,28 @@ async def claim_next(conn: AsyncConnection[Any], *, by: str, now: datetime) -> A
     )
     await _audit(conn, alert_id, now, by, "claimed", State.OPEN, State.OPEN)
     return await get(conn, alert_id)
+
+
+async def wait_and_claim(
+    conn: AsyncConnection[Any], *, by: str, timeout_s: float, now: Callable[[], datetime], poll_s: float = 5.0
+) -> Alert | None:
+    """Claim the most urgent alert, waiting up to ``timeout_s`` for one to arrive.
+
+    ``conn`` must be in autocommit mode: it LISTENs for new alerts between
+    claim attempts. A notification only speeds things up; the poll every
+    ``poll_s`` keeps a dispatcher correct if one is lost.
+    """
+    await conn.execute("LISTEN carewatch_alerts")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        async with conn.transaction():
+            claimed = await claim_next(conn, by=by, now=now())
+        remaining = deadline - loop.time()
+        if claimed is not None or remaining <= 0:
+            return claimed
+        async for _ in conn.notifies(timeout=min(poll_s, remaining), stop_after=1):
+            pass
 
 
 async def escalate_due(

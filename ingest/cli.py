@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     claim = dispatch_commands.add_parser("next", help="claim the most urgent open alert")
     claim.add_argument("--by", required=True, help="the dispatcher claiming it")
+    claim.add_argument(
+        "--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for an alert to arrive"
+    )
     _add_dsn(claim)
 
     commands.add_parser("demo", help="run the whole pipeline on an embedded default (coming: issue 5)")
@@ -235,8 +238,10 @@ async def _alerts(args: argparse.Namespace) -> int:
     try:
         async with await psycopg.AsyncConnection.connect(args.dsn, connect_timeout=10) as conn:
             if args.command == "dispatch":
-                async with conn.transaction():
-                    claimed = await alerts.claim_next(conn, by=args.by, now=now)
+                await conn.set_autocommit(True)
+                claimed = await alerts.wait_and_claim(
+                    conn, by=args.by, timeout_s=args.wait, now=lambda: datetime.now(UTC)
+                )
                 if claimed is None:
                     print("no open alert waiting")
                     return 0

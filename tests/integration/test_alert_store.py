@@ -178,3 +178,34 @@ def test_claims_never_hand_the_same_alert_to_two_dispatchers(any_db: TestDatabas
     ids = [i for i in claimed if i is not None]
     assert sorted(ids) == [1, 2, 3, 4, 5]
     assert claimed.count(None) == 2
+
+
+def test_a_waiting_dispatcher_is_woken_by_a_new_alert_not_by_polling(any_db: TestDatabase) -> None:
+    asyncio.run(run(any_db.dsn))  # schema only
+
+    async def scenario() -> tuple[alerts.Alert | None, float]:
+        loop = asyncio.get_running_loop()
+        async with await psycopg.AsyncConnection.connect(any_db.dsn, autocommit=True) as waiter:
+            started = loop.time()
+            claim = asyncio.create_task(
+                alerts.wait_and_claim(waiter, by="anna", timeout_s=20, now=lambda: T0, poll_s=15)
+            )
+            await asyncio.sleep(0.5)
+            await run(any_db.dsn, ("apply", ([request()], T0)))
+            claimed = await claim
+            return claimed, loop.time() - started
+
+    claimed, waited_s = asyncio.run(scenario())
+    assert claimed is not None
+    assert claimed.claimed_by == "anna"
+    assert waited_s < 5  # the 15 s poll never had to fire
+
+
+def test_a_dispatcher_with_nothing_to_do_gives_up_after_its_wait(any_db: TestDatabase) -> None:
+    asyncio.run(run(any_db.dsn))
+
+    async def scenario() -> alerts.Alert | None:
+        async with await psycopg.AsyncConnection.connect(any_db.dsn, autocommit=True) as waiter:
+            return await alerts.wait_and_claim(waiter, by="anna", timeout_s=0.5, now=lambda: T0, poll_s=0.2)
+
+    assert asyncio.run(scenario()) is None
