@@ -297,50 +297,34 @@ def make_event(
             (watch health frames, Zigbee state): they are filed under the
             receive time without being flagged.
     """
-    if device_time is None and not time_required:
-        return Event(
-            device_id=device_id,
-            kind=kind,
-            observed_at=received_at,
-            fields=fields,
-            event_key=event_key,
-            msg_id=msg_id,
-            time_source=TimeSource.RECEIVED,
-            flags=flags,
-        )
-    problem = "missing" if device_time is None else plausibility(device_time, received_at, policy)
     life_safety = kind in LIFE_SAFETY_KINDS
-    if (
-        problem is None
-        and device_time is not None
-        and life_safety
-        and (received_at - device_time).total_seconds() > policy.max_life_safety_age_s
-    ):
-        problem = "too_old"
-    if problem is None and device_time is not None:
-        return Event(
-            device_id=device_id,
-            kind=kind,
-            observed_at=device_time,
-            fields=fields,
-            event_key=event_key,
-            msg_id=msg_id,
-            flags=flags,
-        )
-    if not life_safety:
+    problem: str | None = None
+    if device_time is None:
+        problem = "missing" if time_required else None
+    else:
+        problem = plausibility(device_time, received_at, policy)
+        if (
+            problem is None
+            and life_safety
+            and (received_at - device_time).total_seconds() > policy.max_life_safety_age_s
+        ):
+            problem = "too_old"
+    if problem is not None and not life_safety:
         reason = RejectReason.CLOCK_SKEW if problem == "in_future" else RejectReason.BAD_TIMESTAMP
         return Rejection(reason, f"device timestamp {problem}")
-    flag = "bad_timestamp" if problem == "missing" else "clock_skew"
+    trusted = problem is None and device_time is not None
+    if problem is not None:
+        flags |= {"bad_timestamp" if problem == "missing" else "clock_skew"}
     return Event(
         device_id=device_id,
         kind=kind,
-        observed_at=received_at,
+        observed_at=device_time if trusted and device_time is not None else received_at,
         fields=fields,
         event_key=event_key,
         msg_id=msg_id,
-        time_source=TimeSource.RECEIVED,
-        device_time=device_time,
-        flags=flags | {flag},
+        time_source=TimeSource.DEVICE if trusted else TimeSource.RECEIVED,
+        device_time=None if trusted else device_time,
+        flags=flags,
     )
 
 

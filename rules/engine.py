@@ -414,19 +414,8 @@ class RuleEngine:
         by_clock = now is not None and now >= device.not_worn_received_at + timedelta(milliseconds=limit_ms)
         if not (by_device or by_clock):
             return []
-        device.raised["not_worn"] = Severity.WARNING
-        return [
-            self._hit(
-                Action.RAISE,
-                device,
-                "not_worn",
-                Severity.WARNING,
-                None,
-                occurrence_key=f"worn-off:{since}",
-                triggered_at=_at(since),
-                evidence={"not_worn_for_s": device.limits.not_worn_s},
-            )
-        ]
+        evidence: dict[str, EvidenceValue] = {"not_worn_for_s": device.limits.not_worn_s}
+        return [self._raise_warning(device, "not_worn", f"worn-off:{since}", _at(since), evidence)]
 
     def _check_silence(self, device: _Device, now: datetime) -> list[RuleHit]:
         if device.last_seen_at is None or "device_silent" in device.raised:
@@ -437,18 +426,12 @@ class RuleEngine:
         )
         if (now - device.last_seen_at).total_seconds() <= timeout_s:
             return []
-        device.raised["device_silent"] = Severity.WARNING
+        evidence: dict[str, EvidenceValue] = {
+            "last_seen_at": device.last_seen_at.isoformat(),
+            "timeout_s": timeout_s,
+        }
         return [
-            self._hit(
-                Action.RAISE,
-                device,
-                "device_silent",
-                Severity.WARNING,
-                None,
-                occurrence_key=f"silent:{_ms(device.last_seen_at)}",
-                triggered_at=now,
-                evidence={"last_seen_at": device.last_seen_at.isoformat(), "timeout_s": timeout_s},
-            )
+            self._raise_warning(device, "device_silent", f"silent:{_ms(device.last_seen_at)}", now, evidence)
         ]
 
     def _check_inactivity(self, device: _Device, now: datetime) -> list[RuleHit]:
@@ -460,21 +443,32 @@ class RuleEngine:
             return []
         if (now - device.last_activity_at).total_seconds() <= device.limits.inactivity_s:
             return []
-        device.raised["inactivity"] = Severity.WARNING
-        return [
-            self._hit(
-                Action.RAISE,
-                device,
-                "inactivity",
-                Severity.WARNING,
-                None,
-                occurrence_key=f"inactive:{_ms(device.last_activity_at)}",
-                triggered_at=now,
-                evidence={"last_activity_at": device.last_activity_at.isoformat()},
-            )
-        ]
+        evidence: dict[str, EvidenceValue] = {"last_activity_at": device.last_activity_at.isoformat()}
+        key = f"inactive:{_ms(device.last_activity_at)}"
+        return [self._raise_warning(device, "inactivity", key, now, evidence)]
 
     # -- helpers -------------------------------------------------------------
+
+    def _raise_warning(
+        self,
+        device: _Device,
+        rule: str,
+        occurrence_key: str,
+        triggered_at: datetime,
+        evidence: dict[str, EvidenceValue],
+    ) -> RuleHit:
+        """Raise a warning that no single event caused (a timer ran out)."""
+        device.raised[rule] = Severity.WARNING
+        return self._hit(
+            Action.RAISE,
+            device,
+            rule,
+            Severity.WARNING,
+            None,
+            occurrence_key=occurrence_key,
+            triggered_at=triggered_at,
+            evidence=evidence,
+        )
 
     def _device(self, device_id: str) -> _Device:
         device = self._devices.get(device_id)
