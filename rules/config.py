@@ -89,7 +89,7 @@ _THRESHOLD_NAMES = frozenset(f.name for f in fields(Thresholds))
 #: Every threshold is optional in a section; its type is its default's type.
 _ThresholdSection: type[BaseModel] = create_model(
     "ThresholdSection",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False, strict=True),
     **{name: (type(getattr(_DEFAULTS, name)) | None, None) for name in sorted(_THRESHOLD_NAMES)},  # type: ignore[call-overload]
 )
 _DeviceSection: type[BaseModel] = create_model(

@@ -15,6 +15,7 @@ alerts, with its delivery delay in the evidence.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -81,7 +82,8 @@ class _Device:
     raised: dict[str, Severity] = field(default_factory=dict)
     holds: list[_Hold] = field(default_factory=list)
     cancels_ms: list[int] = field(default_factory=list)
-    spo2_low_run: int = 0
+    #: SpO2 readings in device time, so "consecutive" survives out-of-order delivery.
+    spo2: Window = field(default_factory=lambda: Window(3_600_000))
     not_worn_since_ms: int | None = None
     not_worn_received_at: datetime | None = None
 
@@ -114,6 +116,8 @@ class RuleEngine:
                 self._clear(device, "device_silent", received_at, {"back_at": received_at.isoformat()})
             )
         device.last_seen_at = received_at
+        if device.last_activity_at is None:
+            device.last_activity_at = received_at  # the inactivity clock starts at first contact
         if event.kind not in _PASSIVE_KINDS:
             device.last_activity_at = received_at
             if "inactivity" in device.raised:
@@ -189,17 +193,20 @@ class RuleEngine:
         evidence = _delivery(event, received_at)
         if isinstance(confidence := event.fields.get("confidence"), float | int):
             evidence["confidence"] = float(confidence)
-        if event.fields.get("stage") == "warning":
-            evidence["stage"] = "warning"
-            if _RANK[device.raised.get("fall")] >= _RANK[Severity.MAJOR]:
-                return []
-            device.raised["fall"] = Severity.MAJOR
-            return [self._hit(Action.RAISE, device, "fall", Severity.MAJOR, event, evidence=evidence)]
         fall_ms = _ms(event.observed_at)
         due_ms = fall_ms + int(device.limits.fall_cancel_window_s * 1000)
+        cancelled = any(fall_ms <= cancel <= due_ms for cancel in device.cancels_ms)
+        if event.fields.get("stage") == "warning":
+            if cancelled:  # the wearer's "I'm OK" arrived first
+                return []
+            evidence["stage"] = "warning"
+            # Never downgrade what the engine last raised; the store never downgrades either.
+            if _RANK[device.raised.get("fall")] < _RANK[Severity.MAJOR]:
+                device.raised["fall"] = Severity.MAJOR
+            return [self._hit(Action.RAISE, device, "fall", Severity.MAJOR, event, evidence=evidence)]
         # One key for the hold, its cancel and its raise: the store matches them on it.
         key = _occurrence_key(event)
-        if any(fall_ms <= cancel <= due_ms for cancel in device.cancels_ms):
+        if cancelled:
             return [
                 self._hit(
                     Action.CANCEL,
@@ -212,7 +219,7 @@ class RuleEngine:
                 )
             ]
         hold = _Hold(key, fall_ms, due_ms, received_at, evidence)
-        if device.watermark_ms >= due_ms and device.watermark_ms > fall_ms:
+        if self._window_passed_by_device_time(device, hold):
             # Arrived after its own window (a late delivery): alert now.
             return [self._raise_fall(device, hold)]
         device.holds.append(hold)
@@ -229,7 +236,7 @@ class RuleEngine:
             )
         ]
 
-    def _cancel(self, device: _Device, event: Event, received_at: datetime, _late: bool) -> list[RuleHit]:
+    def _cancel(self, device: _Device, event: Event, _received_at: datetime, _late: bool) -> list[RuleHit]:
         cancel_ms = _ms(event.observed_at)
         recent = [c for c in device.cancels_ms if c > cancel_ms - 600_000][-20:]
         device.cancels_ms = [*recent, cancel_ms]
@@ -253,12 +260,12 @@ class RuleEngine:
                 remaining.append(hold)
         device.holds = remaining
         if device.raised.get("fall") == Severity.MAJOR:  # a pre-alert the wearer called off
-            hits.append(self._clear(device, "fall", received_at, {"cancelled_by": "wearer"}))
+            hits.append(self._clear(device, "fall", event.observed_at, {"cancelled_by": "wearer"}))
         return hits
 
     def _heart_rate(self, device: _Device, event: Event, _received_at: datetime, late: bool) -> list[RuleHit]:
-        bpm = event.fields.get("bpm")
-        if not isinstance(bpm, int | float):
+        bpm = _finite(event.fields.get("bpm"))
+        if bpm is None:
             return []
         device.hr.add(_ms(event.observed_at), float(bpm))
         if late:
@@ -298,22 +305,27 @@ class RuleEngine:
         return hits
 
     def _spo2(self, device: _Device, event: Event, _received_at: datetime, late: bool) -> list[RuleHit]:
-        pct = event.fields.get("pct")
-        if late or not isinstance(pct, int | float):
+        pct = _finite(event.fields.get("pct"))
+        if pct is None:
+            return []
+        at_ms = _ms(event.observed_at)
+        device.spo2.add(at_ms, pct)
+        if late:
             return []
         limits = device.limits
-        device.spo2_low_run = device.spo2_low_run + 1 if pct <= limits.spo2_critical_pct else 0
-        evidence: dict[str, EvidenceValue] = {"pct": float(pct), "consecutive": device.spo2_low_run}
-        if device.spo2_low_run >= limits.spo2_consecutive and "spo2_low" not in device.raised:
+        run = device.spo2.run_length_at(at_ms, device.spo2.values <= limits.spo2_critical_pct)
+        low_run = run >= limits.spo2_consecutive
+        evidence: dict[str, EvidenceValue] = {"pct": pct, "consecutive": run}
+        if low_run and "spo2_low" not in device.raised:
             device.raised["spo2_low"] = Severity.CRITICAL
             return [self._hit(Action.RAISE, device, "spo2_low", Severity.CRITICAL, event, evidence=evidence)]
-        if "spo2_low" in device.raised and pct >= limits.spo2_clear_pct:
+        if "spo2_low" in device.raised and device.spo2.values[-1] >= limits.spo2_clear_pct:
             return [self._clear(device, "spo2_low", event.observed_at, evidence)]
         return []
 
     def _body_temp(self, device: _Device, event: Event, _received_at: datetime, late: bool) -> list[RuleHit]:
-        celsius = event.fields.get("celsius")
-        if late or not isinstance(celsius, int | float):
+        celsius = _finite(event.fields.get("celsius"))
+        if late or celsius is None:
             return []
         limits = device.limits
         evidence: dict[str, EvidenceValue] = {"celsius": float(celsius)}
@@ -340,8 +352,8 @@ class RuleEngine:
         return hits
 
     def _battery(self, device: _Device, event: Event, _received_at: datetime, late: bool) -> list[RuleHit]:
-        pct = event.fields.get("pct", event.fields.get("battery_pct"))
-        if late or not isinstance(pct, int | float):
+        pct = _finite(event.fields.get("pct", event.fields.get("battery_pct")))
+        if late or pct is None:
             return []
         limits = device.limits
         level = (
@@ -385,12 +397,22 @@ class RuleEngine:
         due: list[_Hold] = []
         remaining: list[_Hold] = []
         for hold in device.holds:
-            expired = device.watermark_ms >= hold.due_ms and device.watermark_ms > hold.device_ms
+            expired = self._window_passed_by_device_time(device, hold)
             if now is not None and now >= hold.received_at + window:
                 expired = True
             (due if expired else remaining).append(hold)
         device.holds = remaining
         return [self._raise_fall(device, hold) for hold in due]
+
+    @staticmethod
+    def _window_passed_by_device_time(device: _Device, hold: _Hold) -> bool:
+        """The device's own clock is past the window plus the late grace.
+
+        The grace matters: a cancel may arrive a little out of order behind a
+        later message, and it must still cancel.
+        """
+        grace_ms = int(device.limits.late_grace_s * 1000)
+        return device.watermark_ms >= hold.due_ms + grace_ms
 
     def _raise_fall(self, device: _Device, hold: _Hold) -> RuleHit:
         device.raised["fall"] = Severity.CRITICAL
@@ -477,10 +499,14 @@ class RuleEngine:
             limits = self._config.thresholds(
                 profile=context.profile, elder_id=context.elder_id, device_id=device_id
             )
-            horizon_s = (
-                max(limits.hr_high_major_s, limits.hr_low_major_s, limits.hr_clear_after_s)
-                + limits.hr_max_gap_s
+            longest_s = max(
+                limits.hr_high_major_s,
+                limits.hr_high_critical_s,
+                limits.hr_low_major_s,
+                limits.hr_low_critical_s,
+                limits.hr_clear_after_s,
             )
+            horizon_s = longest_s + limits.hr_max_gap_s
             device = _Device(device_id, context, limits, Window(int(horizon_s * 1000)))
             self._devices[device_id] = device
         return device
@@ -528,6 +554,13 @@ class RuleEngine:
             triggered_at=at,
             evidence=evidence,
         )
+
+
+def _finite(value: object) -> float | None:
+    """A usable number, or None: NaN must never reach a threshold comparison."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _occurrence_key(event: Event) -> str:

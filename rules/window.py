@@ -44,6 +44,23 @@ class Window:
         """The values, oldest first (a view: do not modify)."""
         return self._values
 
+    def run_length_at(self, ts_ms: int, condition: npt.NDArray[np.bool_]) -> int:
+        """How many consecutive readings (in device time) meet ``condition`` around ``ts_ms``.
+
+        0 when the reading at ``ts_ms`` does not meet it. Counting around the
+        reading just added, not at the newest one, lets an out-of-order
+        reading complete a run.
+        """
+        index = int(np.searchsorted(self._ts, ts_ms, side="right")) - 1
+        if index < 0 or not condition[index]:
+            return 0
+        failed = np.flatnonzero(~condition)
+        before = failed[failed < index]
+        after = failed[failed > index]
+        start = int(before[-1]) + 1 if before.size else 0
+        end = int(after[0]) if after.size else int(condition.size)
+        return end - start
+
     def held_for_ms(self, condition: npt.NDArray[np.bool_], max_gap_ms: int) -> int:
         """How long ``condition`` has held up to the newest reading, in ms.
 

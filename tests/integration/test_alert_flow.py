@@ -68,8 +68,8 @@ def test_cancelled_fall_raises_nothing_and_an_uncancelled_fall_raises_one_critic
         gateway.publish("carewatch/v1/gw/watch-1/json", canonical(base, "fall", stage="alarm"))
         gateway.publish("carewatch/v1/gw/watch-1/json", canonical(base + 10_000, "cancel"))
         gateway.publish("carewatch/v1/gw/watch-2/json", canonical(base, "fall", stage="alarm"))
-        # The watch keeps talking: its own clock passes the 30 s window.
-        gateway.publish("carewatch/v1/gw/watch-2/json", canonical(base + 31_000, "heartbeat"))
+        # The watch keeps talking: its own clock passes the 30 s window and the 60 s grace.
+        gateway.publish("carewatch/v1/gw/watch-2/json", canonical(base + 91_000, "heartbeat"))
     assert wait_for_count(tsdb.dsn, "SELECT count(*) FROM alerts", 1) == 1
     assert wait_for_count(tsdb.dsn, "SELECT count(*) FROM held_events WHERE status <> 'pending'", 2) == 2
     assert alerts_of(tsdb.dsn) == [("fall", "critical", "open", 1, timedelta(minutes=15), "watch-2")]
@@ -170,7 +170,7 @@ def test_fall_whose_window_spans_a_restart_is_raised_exactly_once(
         assert wait_for_count(tsdb.dsn, "SELECT count(*) FROM held_events WHERE status = 'pending'", 1) == 1
         assert service.terminate() == 0
         start_ingest(ingest_factory, broker, tsdb.dsn, tmp_path)
-        gateway.publish("carewatch/v1/gw/watch-9/json", canonical(base + 31_000, "heartbeat"))
+        gateway.publish("carewatch/v1/gw/watch-9/json", canonical(base + 91_000, "heartbeat"))
     assert wait_for_count(tsdb.dsn, "SELECT count(*) FROM alerts", 1) == 1
     time.sleep(1.5)  # the service clock also passes the window: still one alert
     assert alerts_of(tsdb.dsn) == [("fall", "critical", "open", 1, timedelta(minutes=15), "watch-9")]
