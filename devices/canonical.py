@@ -112,6 +112,8 @@ class Location(_Base):
     lat: Annotated[float, Field(ge=-90, le=90)]
     lon: Annotated[float, Field(ge=-180, le=180)]
     accuracy_m: Annotated[float, Field(ge=0)] | None = None
+    #: False for a device's last known position when it has no fix now.
+    gps_valid: bool | None = None
 
 
 class Alarm(_Base):

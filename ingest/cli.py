@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ import psycopg
 
 import alerts
 from alerts import State
+from devices import DecodeContext, Event, parse_ts
+from devices.codecs import CODECS
 from ingest.errors import ConfigError
 from ingest.schema import TimescaleMode, migrate
 from ingest.service import run_ingest
@@ -36,7 +39,7 @@ from ingest.settings import (
 from rules import RulesConfig, RulesConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 logger = logging.getLogger("carewatch")
 
@@ -161,6 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dsn(claim)
 
+    decode = commands.add_parser(
+        "decode",
+        help="decode one device payload from stdin into canonical events",
+        description="Read one raw payload from standard input and print the canonical events it "
+        "yields, one JSON object per line. Nothing is printed for a payload that yields no event "
+        "(exit 0); an undecodable one prints the reason on standard error (exit 2).",
+    )
+    decode.add_argument("--format", required=True, choices=sorted(CODECS), help="the payload's format")
+    decode.add_argument(
+        "--device-id", help="identity for formats whose payload carries none (IW, Zigbee2MQTT...)"
+    )
+    decode.add_argument(
+        "--topic", help="the MQTT topic it came on (Zigbee2MQTT and OwnTracks put identity there)"
+    )
+    decode.add_argument(
+        "--received-at",
+        help="when it was received (RFC 3339 or epoch ms); default now; the time of frames without one",
+    )
+
     commands.add_parser("demo", help="run the whole pipeline on an embedded default (coming: issue 5)")
     return parser
 
@@ -173,20 +195,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "ingest": _ingest,
+        "db": lambda a: asyncio.run(_db_migrate(a)),
+        "alerts": lambda a: asyncio.run(_alerts(a)),
+        "dispatch": lambda a: asyncio.run(_alerts(a)),
+        "decode": _decode,
+        "demo": _demo,
+    }
     try:
-        if args.command == "ingest":
-            return _ingest(args)
-        if args.command == "db":
-            return asyncio.run(_db_migrate(args))
-        if args.command in ("alerts", "dispatch"):
-            return asyncio.run(_alerts(args))
-        if args.command == "demo":
-            print("carewatch demo is coming (issue 5); see README for the test command.")
-            return 0
+        return handlers[args.command](args)
     except (ConfigError, RulesConfigError) as exc:
         print(f"carewatch: {exc}", file=sys.stderr)
         return 2
-    return 2
+
+
+def _demo(_args: argparse.Namespace) -> int:
+    print("carewatch demo is coming (issue 5); see README for the test command.")
+    return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -278,3 +304,52 @@ def _alert_line(alert: alerts.Alert, now: datetime) -> str:
         f"{alert.id:>6}  {alert.state:<12} {alert.severity:<8} p{alert.priority:<4} {alert.rule:<16}"
         f" {alert.device_id:<20} x{alert.occurrence_count:<3} {due}"
     )
+
+
+def _decode(args: argparse.Namespace) -> int:
+    try:
+        received_at = parse_ts(_number_or_text(args.received_at)) if args.received_at else datetime.now(UTC)
+    except ValueError as exc:
+        print(f"carewatch: --received-at: {exc}", file=sys.stderr)
+        return 2
+    payload = sys.stdin.buffer.read()
+    context = DecodeContext(received_at=received_at, device_id=args.device_id, topic=args.topic)
+    decoded = CODECS[args.format](payload, context)
+    for event in decoded.events:
+        print(json.dumps(event_json(event, received_at), sort_keys=False))
+    for rejection in decoded.rejections:
+        print(f"carewatch: {rejection.reason}: {rejection.detail}", file=sys.stderr)
+    return 2 if decoded.rejections and not decoded.events else 0
+
+
+def _number_or_text(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def event_json(event: Event, received_at: datetime) -> dict[str, object]:
+    """A canonical event as ``carewatch decode`` prints it.
+
+    ``time`` is what the payload says happened when (the device's time), or
+    the receive time for payloads that carry none; ``time_source`` tells which.
+    """
+    device_time = event.device_time if event.device_time is not None else None
+    if event.time_source.value == "device":
+        device_time = event.observed_at
+    shown = device_time if device_time is not None else event.observed_at
+    document: dict[str, object] = {
+        "device_id": event.device_id,
+        "kind": event.kind.value,
+        "time": _rfc3339(shown),
+        **dict(event.fields),
+        "time_source": "device" if device_time is not None else "received",
+        "received_at": _rfc3339(received_at),
+    }
+    if event.flags:
+        document["flags"] = sorted(event.flags)
+    if event.msg_id is not None:
+        document["msg_id"] = event.msg_id
+    return document
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING
 
 from devices import (
     READING_METRICS,
+    DecodeContext,
     DecodeError,
     Event,
     RejectReason,
     TimePolicy,
-    decode_canonical,
     is_outbound,
     parse_topic,
 )
+from devices.codecs import codec_for
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -136,16 +137,18 @@ class Pipeline:
             detail = f"{len(envelope.payload)} bytes > limit {self._settings.max_payload_bytes}"
             quarantine(rows, RejectReason.PAYLOAD_TOO_LARGE, detail, parts.gateway_id, parts.device_id)
             return
-        if parts.channel != "json":
+        codec = codec_for(parts.channel)
+        if codec is None:
             detail = f"no codec for channel {parts.channel!r}"
             quarantine(rows, RejectReason.UNSUPPORTED_CHANNEL, detail, parts.gateway_id, parts.device_id)
             return
-        decoded = decode_canonical(
-            envelope.payload,
-            device_id=parts.device_id,
+        context = DecodeContext(
             received_at=envelope.received_at,
+            device_id=parts.device_id,
+            topic=envelope.topic,
             policy=self._settings.time_policy,
         )
+        decoded = codec(envelope.payload, context)
         for event in decoded.events:
             add_event(rows, event, parts.gateway_id)
         if decoded.rejections:

@@ -204,3 +204,16 @@ def test_alerts_are_published_for_consoles(
     assert topic == "carewatch/v1/alerts/critical"
     assert payload["reason"] == "raised"
     assert count(tsdb.dsn, "SELECT count(*) FROM quarantine") == 0
+
+
+def test_a_watch_sos_frame_relayed_by_a_gateway_becomes_a_panic_alert(
+    broker: RunningBroker, tsdb: TestDatabase, tmp_path: Path, ingest_factory: list[IngestProcess]
+) -> None:
+    start_ingest(ingest_factory, broker, tsdb.dsn, tmp_path)
+    stamp = time.strftime("%d%m%y,%H%M%S", time.gmtime(time.time() - 10))
+    frame = f"[3G*6907919734*003e*AL_LTE,{stamp},V,0,N,0,E,0,0,0,0,0,22,0,0,00010000,0,0,0]"
+    with Publisher(broker.service_port) as gateway:
+        gateway.publish("carewatch/v1/watch-gw/6907919734/watch", frame.encode())
+    assert wait_for_count(tsdb.dsn, "SELECT count(*) FROM alerts", 1) == 1
+    assert alerts_of(tsdb.dsn) == [("panic", "critical", "open", 1, timedelta(minutes=15), "6907919734")]
+    assert wait_for_count(tsdb.dsn, "SELECT count(*) FROM readings WHERE metric = 'battery_pct'", 1) == 1

@@ -347,7 +347,7 @@ def _crash(*_args, **_kwargs):
 
 
 def test_exception_inside_the_codec_becomes_internal_error(monkeypatch):
-    monkeypatch.setattr("ingest.pipeline.decode_canonical", _crash)
+    monkeypatch.setattr("ingest.pipeline.codec_for", lambda _channel: _crash)
     rows = process({"ts": TS, "kind": "panic"})
     row = only_quarantine(rows)
     assert row[4:8] == ("internal_error", "RuntimeError", None, None)
@@ -355,20 +355,20 @@ def test_exception_inside_the_codec_becomes_internal_error(monkeypatch):
 
 
 def test_codec_crash_keeps_the_raw_payload_for_replay(monkeypatch):
-    monkeypatch.setattr("ingest.pipeline.decode_canonical", _crash)
+    monkeypatch.setattr("ingest.pipeline.codec_for", lambda _channel: _crash)
     payload = b'{"kind": "panic"}'
     row = only_quarantine(process(payload, dup=True))
     assert (row[2], row[3], row[8]) == (payload, hashlib.sha256(payload).digest(), True)
 
 
 def test_codec_crash_discards_partial_rows(monkeypatch):
-    monkeypatch.setattr("ingest.pipeline.decode_canonical", _crash)
+    monkeypatch.setattr("ingest.pipeline.codec_for", lambda _channel: _crash)
     rows = process({"ts": TS, "kind": "panic"})
     assert (rows.readings, rows.events, rows.decoded, rows.life_safety) == ([], [], [], False)
 
 
 def test_codec_crash_is_logged(monkeypatch, caplog):
-    monkeypatch.setattr("ingest.pipeline.decode_canonical", _crash)
+    monkeypatch.setattr("ingest.pipeline.codec_for", lambda _channel: _crash)
     with caplog.at_level(logging.ERROR, logger="ingest.pipeline"):
         process({"ts": TS, "kind": "panic"})
     assert [r.event for r in caplog.records] == ["decode_crashed"]

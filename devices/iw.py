@@ -1,0 +1,412 @@
+"""Codec for the IW watch protocol (``IWAPxx...#``; Wonlex / Vivistar-type elderly watches).
+
+Framing: ASCII text over a long-lived TCP connection. Every device frame starts with
+``IW`` + ``AP`` + a two-character type and ends with ``#`` (Traccar's tests and many
+captures show it with the ``#`` stripped, so a missing terminator is accepted). The
+gateway may hand over one TCP read holding several frames, so the payload is split on
+``#`` (and on line breaks, which captures add) and each frame is decoded on its own, in
+order. A frame cut in two by a TCP read cannot be reassembled by a pure function; both
+halves are rejected (the gateway must buffer up to ``#``). Server replies (``IWBPxx``)
+echoed into the stream are not telemetry and yield nothing. Traccar's decoder also
+accepts the ``TRV`` maker prefix for the same layout, and so does this codec; header
+letters are matched case-insensitively.
+
+Identity: only the login frame ``IWAP00<IMEI>`` names the device (it yields an
+``online`` event for that IMEI). Every later frame belongs to the TCP session, so the
+gateway must put the IMEI in the topic (``context.device_id``). Frames that follow a
+login in the same payload belong to that login's session and take its IMEI; any other
+frame without ``context.device_id`` is rejected (``missing_field``, "no device identity").
+
+Frames:
+
+* ``AP01`` (position) and ``AP10`` (alarm + position) start with a fixed-width block:
+  date ``yymmdd``, validity ``A``/``V``, latitude ``ddmm.mmmm`` + ``N``/``S``, longitude
+  ``dddmm.mmmm`` + ``E``/``W``, speed ``ddd.d`` (km/h, unused), time ``hhmmss``, course
+  (six characters), then 3+3+3+1+2+2 digits: GSM signal, satellites, battery %, acc,
+  arm state, working mode (some firmware appends a few more digits). Comma fields follow:
+  ``MCC,MNC,LAC,CID``, and on ``AP10`` the alarm code, then language and WiFi data. The
+  date and time have no zone in the vendor material; Traccar reads them as UTC and so do
+  we. A location is emitted only for a GPS fix (``A``) that is not 0/0 (``V`` means the
+  coordinates are stale or zero); the battery level is emitted from the block either way
+  (``000`` is read as "level unknown", like every other zero reading of these watches).
+* ``AP10`` alarm codes (Traccar's reading): ``01`` SOS → ``panic``; ``05`` or ``06`` → ``fall``
+  (stage ``alarm``); ``00`` → no alarm; any other code → ``alarm`` labelled ``iw <code>``,
+  because an alarm we do not understand must still reach an operator. The alarm code is
+  read from the comma fields independently of the fixed-width block, so a damaged block
+  does not lose the alarm (it is then filed under the receive time and flagged); an
+  ``AP10`` whose code cannot be read at all raises ``alarm`` labelled ``iw unknown`` (plus a
+  rejection recording the missing code), for the same life-safety reason.
+* ``AP03,<gsm/sat/battery block>,steps,rolls``: the keep-alive → ``heartbeat`` (with the
+  battery level from the block) and ``steps`` (rolls, the tumble counter, has no kind).
+* Health frames carry no time, so they are filed under the receive time:
+  ``AP49,HR`` → ``heart_rate``; ``APHT,HR,SYS,DIA`` → ``heart_rate`` + ``blood_pressure`` (note
+  the order differs from the 3G ``bphrt`` frame); ``APHP,HR,SYS,DIA,SpO2,sugar,temp`` →
+  ``heart_rate``, ``blood_pressure``, ``spo2``, ``body_temp`` (blood sugar has no canonical kind);
+  ``AP50,temp,battery%`` → ``body_temp`` + ``battery``. A zero or empty value means "no valid
+  reading" and yields nothing; a value that is not a number or is out of range is rejected
+  on its own without losing the frame's other readings.
+* Any other ``AP`` type (``AP02`` cell/WiFi list, ``AP07`` voice, ``AP12`` phone book...)
+  yields no event and no rejection.
+
+Rejection details name the frame and field, never payload bytes or health values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.errors import RejectReason
+from devices.events import Event, FieldValue, Kind
+from devices.topics import is_valid_id
+
+if TYPE_CHECKING:
+    from devices.codec import DecodeContext
+
+_FRAME_SPLIT_RE = re.compile(r"[#\r\n\x00]+")
+_HEADER_RE = re.compile(r"(?:IW|TRV)([A-Z])P([0-9A-Z]{2})", re.IGNORECASE)
+_BLOCK_RE = re.compile(
+    r"(?P<date>\d{6})(?P<valid>[AV])"
+    r"(?P<lat_deg>\d{2})(?P<lat_min>\d{2}\.\d+)(?P<ns>[NS])"
+    r"(?P<lon_deg>\d{3})(?P<lon_min>\d{2}\.\d+)(?P<ew>[EW])"
+    r"(?P<speed>\d{1,3}\.\d)(?P<time>\d{6})(?P<course>[\d.]{6})"
+    r"(?P<gsm>\d{3})(?P<satellites>\d{3})(?P<battery>\d{3})(?P<acc>\d)(?P<arm>\d{2})(?P<mode>\d{2})"
+    r"\d{0,5}",
+    re.IGNORECASE,
+)
+_STATUS_RE = re.compile(r"(?P<gsm>\d{3})(?P<satellites>\d{3})(?P<battery>\d{3})(?P<acc>\d)\d{4}\d*")
+_LOGIN_TYPE = "00"
+_ALARM_TYPE = "10"
+_ALARM_CODE_FIELD = 5  # after the block, MCC, MNC, LAC and CID
+_ALARM_CODE_RE = re.compile(r"\d{1,3}")
+_SOS_CODE = 1
+_FALL_CODES = frozenset({5, 6})
+_MAX_BPM = 300.0
+_MAX_MMHG = 300.0
+_MIN_BODY_C = 20.0
+_MAX_BODY_C = 46.0
+_MAX_PCT = 100.0
+_MINUTES_PER_DEGREE = 60.0
+_MAX_LAT = 90.0
+_MAX_LON = 180.0
+_MAX_STEPS_DIGITS = 9  # a step counter; also keeps int() away from huge digit strings
+
+
+@dataclass(slots=True)
+class _Frame:
+    """One frame being decoded, and what it has produced so far."""
+
+    text: str
+    index: int
+    many: bool
+    device_id: str
+    context: DecodeContext
+    events: list[Event] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def reject(self, reason: RejectReason, detail: str) -> None:
+        self.rejections.append(Rejection(reason, _where(self.index, self.many, detail)))
+
+    def emit(
+        self,
+        kind: Kind,
+        fields: dict[str, FieldValue],
+        device_time: datetime | None,
+        *,
+        time_required: bool = False,
+    ) -> None:
+        """Build one event; ``device_time`` None means the frame carries no time."""
+        item: dict[str, object] = {"format": "iw", "frame": self.text, "index": self.index, "kind": kind}
+        if device_time is None:
+            item["received_at"] = self.context.received_at.isoformat()
+        outcome = make_event(
+            device_id=self.device_id,
+            kind=kind,
+            device_time=device_time,
+            fields=fields,
+            msg_id=None,
+            event_key=event_key(kind, None, item),
+            flags=frozenset(),
+            received_at=self.context.received_at,
+            policy=self.context.policy,
+            time_required=time_required,
+        )
+        if isinstance(outcome, Event):
+            self.events.append(outcome)
+        else:
+            self.reject(outcome.reason, f"{kind}: {outcome.detail}")
+
+
+def decode(payload: bytes, context: DecodeContext) -> Decoded:
+    """Decode one payload of IW frames into canonical events.
+
+    Never raises: an unexpected failure becomes an ``invalid_structure`` rejection.
+    """
+    try:
+        return _decode(payload, context)
+    except Exception:  # noqa: BLE001 - a codec must turn any failure into a rejection
+        return Decoded([], [Rejection(RejectReason.INVALID_STRUCTURE, "IW payload could not be decoded")])
+
+
+def _decode(payload: bytes, context: DecodeContext) -> Decoded:
+    text = payload.decode("utf-8", errors="replace")
+    frames = [part.strip() for part in _FRAME_SPLIT_RE.split(text)]
+    frames = [part for part in frames if part]
+    if not frames:
+        return Decoded([], [Rejection(RejectReason.INVALID_STRUCTURE, "empty IW payload")])
+    many = len(frames) > 1
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    session_id = context.device_id
+    for index, frame_text in enumerate(frames):
+        header = _HEADER_RE.match(frame_text)
+        if header is None:
+            rejections.append(
+                Rejection(RejectReason.INVALID_STRUCTURE, _where(index, many, "not an IW frame"))
+            )
+            continue
+        direction, frame_type = header.group(1).upper(), header.group(2).upper()
+        body = frame_text[header.end() :]
+        if direction != "A":
+            continue  # a server reply (IWBP..) or another family's frame: not telemetry
+        if frame_type == _LOGIN_TYPE:
+            login_id, rejection = _login(body, index, many)
+            if rejection is not None:
+                rejections.append(rejection)
+                continue
+            session_id = login_id
+        handler = _HANDLERS.get(frame_type)
+        if handler is None:
+            continue  # a frame type that carries no event
+        if session_id is None:
+            rejections.append(
+                Rejection(RejectReason.MISSING_FIELD, _where(index, many, "no device identity"))
+            )
+            continue
+        frame = _Frame(frame_text, index, many, session_id, context)
+        handler(frame, frame_type, body)
+        events.extend(frame.events)
+        rejections.extend(frame.rejections)
+    return Decoded(events, rejections)
+
+
+def _where(index: int, many: bool, detail: str) -> str:  # noqa: FBT001 - private helper
+    return f"frame {index}: {detail}" if many else detail
+
+
+def _login(body: str, index: int, many: bool) -> tuple[str | None, Rejection | None]:  # noqa: FBT001
+    imei = body.split(",", 1)[0].strip()
+    if not imei:
+        return None, Rejection(RejectReason.MISSING_FIELD, _where(index, many, "AP00 login without IMEI"))
+    if not is_valid_id(imei):
+        return None, Rejection(RejectReason.WRONG_TYPE, _where(index, many, "AP00 IMEI is not a usable id"))
+    return imei, None
+
+
+def _on_login(frame: _Frame, _type: str, _body: str) -> None:
+    frame.emit(Kind.ONLINE, {}, None)
+
+
+def _on_position(frame: _Frame, frame_type: str, body: str) -> None:
+    fields = body.split(",")
+    is_alarm_frame = frame_type == _ALARM_TYPE
+    block = _BLOCK_RE.fullmatch(fields[0].strip())
+    device_time = _block_time(block) if block is not None else None
+    if is_alarm_frame:
+        _alarm(frame, fields, device_time)
+    if block is None:
+        frame.reject(RejectReason.INVALID_STRUCTURE, f"AP{frame_type} position block is malformed")
+        return
+    if device_time is None:
+        frame.reject(RejectReason.BAD_TIMESTAMP, f"AP{frame_type} date/time is not a valid date")
+        return
+    if block["valid"].upper() == "A":
+        _location(frame, block, device_time)
+    battery = int(block["battery"])
+    if battery > _MAX_PCT:
+        frame.reject(RejectReason.OUT_OF_RANGE, "battery level out of range")
+    elif battery > 0:  # 000 is the watch's "level unknown"
+        frame.emit(Kind.BATTERY, {"pct": battery}, device_time)
+
+
+def _alarm(frame: _Frame, fields: list[str], device_time: datetime | None) -> None:
+    raw = fields[_ALARM_CODE_FIELD].strip() if len(fields) > _ALARM_CODE_FIELD else ""
+    if _ALARM_CODE_RE.fullmatch(raw) is None:
+        # AP10 is the alarm upload: an unreadable code must still reach an operator.
+        frame.reject(RejectReason.MISSING_FIELD, "AP10 alarm code missing or not numeric")
+        _emit_alarm(frame, Kind.ALARM, {"label": "iw unknown"}, device_time)
+        return
+    code = int(raw)
+    if code == 0:
+        return
+    if code == _SOS_CODE:
+        _emit_alarm(frame, Kind.PANIC, {}, device_time)
+    elif code in _FALL_CODES:
+        _emit_alarm(frame, Kind.FALL, {"stage": "alarm"}, device_time)
+    else:
+        _emit_alarm(frame, Kind.ALARM, {"label": f"iw {raw}"}, device_time)
+
+
+def _emit_alarm(
+    frame: _Frame, kind: Kind, fields: dict[str, FieldValue], device_time: datetime | None
+) -> None:
+    # A None time here means the block's time is damaged, not absent: make_event files the
+    # alarm under the receive time and flags it (life-safety kinds are never rejected).
+    frame.emit(kind, fields, device_time, time_required=True)
+
+
+def _block_time(block: re.Match[str]) -> datetime | None:
+    date, clock = block["date"], block["time"]
+    try:
+        return datetime(
+            2000 + int(date[0:2]),
+            int(date[2:4]),
+            int(date[4:6]),
+            int(clock[0:2]),
+            int(clock[2:4]),
+            int(clock[4:6]),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+
+
+def _location(frame: _Frame, block: re.Match[str], device_time: datetime) -> None:
+    lat_min, lon_min = float(block["lat_min"]), float(block["lon_min"])
+    lat = int(block["lat_deg"]) + lat_min / _MINUTES_PER_DEGREE
+    lon = int(block["lon_deg"]) + lon_min / _MINUTES_PER_DEGREE
+    if block["ns"].upper() == "S":
+        lat = -lat
+    if block["ew"].upper() == "W":
+        lon = -lon
+    if lat_min >= _MINUTES_PER_DEGREE or lon_min >= _MINUTES_PER_DEGREE or abs(lat) > _MAX_LAT:
+        frame.reject(RejectReason.OUT_OF_RANGE, "coordinates out of range")
+        return
+    if abs(lon) > _MAX_LON:
+        frame.reject(RejectReason.OUT_OF_RANGE, "coordinates out of range")
+        return
+    if lat == 0 and lon == 0:
+        return  # a "fix" at 0/0 is no fix
+    frame.emit(Kind.LOCATION, {"lat": round(lat, 7), "lon": round(lon, 7)}, device_time)
+
+
+def _on_keepalive(frame: _Frame, _type: str, body: str) -> None:
+    fields = body.lstrip(",").split(",")
+    status = _STATUS_RE.fullmatch(fields[0].strip())
+    heartbeat: dict[str, FieldValue] = {}
+    if status is None:
+        frame.reject(RejectReason.INVALID_STRUCTURE, "AP03 status block is malformed")
+    elif int(status["battery"]) > _MAX_PCT:
+        frame.reject(RejectReason.OUT_OF_RANGE, "battery level out of range")
+    elif int(status["battery"]) > 0:  # 000 is the watch's "level unknown"
+        heartbeat["battery_pct"] = int(status["battery"])
+    frame.emit(Kind.HEARTBEAT, heartbeat, None)
+    steps = fields[1].strip() if len(fields) > 1 else ""
+    if not steps:
+        return
+    if not steps.isdecimal() or not steps.isascii():
+        frame.reject(RejectReason.WRONG_TYPE, "steps is not a whole number")
+        return
+    if len(steps) > _MAX_STEPS_DIGITS:
+        frame.reject(RejectReason.OUT_OF_RANGE, "steps out of range")
+        return
+    frame.emit(Kind.STEPS, {"count": int(steps)}, None)
+
+
+def _health_fields(body: str) -> list[str]:
+    return [part.strip() for part in body.lstrip(",").split(",")]
+
+
+def _on_heart_rate(frame: _Frame, _type: str, body: str) -> None:
+    values = _health_fields(body)
+    _heart_rate(frame, values, 0)
+
+
+def _on_heart_pressure(frame: _Frame, _type: str, body: str) -> None:
+    values = _health_fields(body)
+    _heart_rate(frame, values, 0)
+    _blood_pressure(frame, values, 1)
+
+
+def _on_health_panel(frame: _Frame, _type: str, body: str) -> None:
+    values = _health_fields(body)
+    _heart_rate(frame, values, 0)
+    _blood_pressure(frame, values, 1)
+    spo2 = _reading(frame, values, 3, "SpO2", 0.0, _MAX_PCT)
+    if spo2 is not None:
+        frame.emit(Kind.SPO2, {"pct": spo2}, None)
+    _body_temp(frame, values, 5)
+
+
+def _on_temperature(frame: _Frame, _type: str, body: str) -> None:
+    values = _health_fields(body)
+    _body_temp(frame, values, 0)
+    battery = _reading(frame, values, 1, "battery level", 0.0, _MAX_PCT)
+    if battery is not None:
+        frame.emit(Kind.BATTERY, {"pct": battery}, None)
+
+
+def _heart_rate(frame: _Frame, values: list[str], position: int) -> None:
+    bpm = _reading(frame, values, position, "heart rate", 0.0, _MAX_BPM)
+    if bpm is not None:
+        frame.emit(Kind.HEART_RATE, {"bpm": bpm}, None)
+
+
+def _blood_pressure(frame: _Frame, values: list[str], position: int) -> None:
+    systolic = _reading(frame, values, position, "systolic pressure", 0.0, _MAX_MMHG)
+    diastolic = _reading(frame, values, position + 1, "diastolic pressure", 0.0, _MAX_MMHG)
+    if systolic is not None and diastolic is not None:
+        frame.emit(Kind.BLOOD_PRESSURE, {"systolic": systolic, "diastolic": diastolic}, None)
+
+
+def _body_temp(frame: _Frame, values: list[str], position: int) -> None:
+    celsius = _reading(frame, values, position, "body temperature", _MIN_BODY_C, _MAX_BODY_C, inclusive=False)
+    if celsius is not None:
+        frame.emit(Kind.BODY_TEMP, {"celsius": celsius}, None)
+
+
+def _reading(  # noqa: PLR0917 - private helper with a fixed call shape
+    frame: _Frame,
+    values: list[str],
+    position: int,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    inclusive: bool = True,
+) -> float | int | None:
+    """Parse one health value: None for "no reading" (missing, empty, 0) or a rejected one."""
+    raw = values[position] if position < len(values) else ""
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        frame.reject(RejectReason.WRONG_TYPE, f"{name} is not a number")
+        return None
+    if not math.isfinite(value):
+        frame.reject(RejectReason.NON_FINITE_NUMBER, f"{name} is not finite")
+        return None
+    if value == 0:
+        return None  # the watch's "no valid reading"
+    in_range = low < value <= high if inclusive else low < value < high
+    if not in_range:
+        frame.reject(RejectReason.OUT_OF_RANGE, f"{name} out of range")
+        return None
+    return int(value) if value.is_integer() else value
+
+
+_HANDLERS = {
+    _LOGIN_TYPE: _on_login,
+    "01": _on_position,
+    "10": _on_position,
+    "03": _on_keepalive,
+    "49": _on_heart_rate,
+    "HT": _on_heart_pressure,
+    "HP": _on_health_panel,
+    "50": _on_temperature,
+}

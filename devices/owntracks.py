@@ -1,0 +1,246 @@
+"""Codec for OwnTracks phone-app messages.
+
+Framing:
+    Each MQTT message (or HTTP POST body) is one JSON object whose ``_type`` says what it
+    is. The app publishes on ``owntracks/<user>/<device>`` (locations and the broker's
+    last will) and on sub-topics of it (``/event`` for region transitions, ``/info``,
+    ``/waypoint``, ``/cmd``...).
+
+Identity:
+    ``context.device_id`` when the routing layer gives one; otherwise ``<user>/<device>``
+    from ``context.topic`` and, failing that, from the ``topic`` field newer apps put in
+    HTTP bodies (the MQTT topic is checked by the broker's ACL, the body is only what the
+    app claims, hence that order). Only the default base topic ``owntracks/`` is
+    recognised. The result keeps the ``/`` (``jane/nokia``), which is not a valid Carewatch
+    device id (``[A-Za-z0-9_-]{1,64}``): the routing layer maps it to the stored device id.
+    ``tid`` is a 2-character display label chosen by the user, not unique, and is never
+    used as an identity.
+
+``_type: "location"``:
+    ``lat``/``lon`` (degrees, may be integers), ``tst`` (time of the fix, epoch seconds;
+    ``created_at`` is when the message was built, minutes later for a queued fix), ``acc``
+    (accuracy, metres), ``batt`` (battery percent) and metadata that has no canonical
+    field (``alt``, ``vel``, ``bs``, ``conn``, ``t`` trigger, ``SSID``, ``inregions``...).
+    It yields a ``location`` at ``tst`` and, when ``batt`` is present, a ``battery``
+    reading at the same time. A 0/0 position is a phone without a fix: no location. An
+    unusable ``acc`` (negative, not a number) is dropped rather than rejecting the fix.
+
+``_type: "lwt"``:
+    The last will the broker publishes when the app's connection drops: ``offline`` at the
+    receive time. Its ``tst`` is when the app *first connected* (and is missing since
+    Android 2.5.0), so it is not the event time (nor part of the event key, which uses the
+    receive time because every LWT of a phone is byte-identical). Phones drop connections
+    all the time: rules must debounce ``offline`` before alerting.
+
+``_type: "encrypted"``:
+    A payload encrypted with the app's shared secret cannot be read here; it is rejected
+    (``invalid_structure``) so that a device configured this way is visible in quarantine
+    instead of silently producing nothing.
+
+Other types:
+    ``transition`` (``event`` = ``enter``/``leave`` a region, with ``desc``) would support
+    "left home" alerts but has no canonical kind yet, so it yields no event; ``waypoint(s)``,
+    ``card``, ``cmd``, ``status``, ``configuration``, ``steps`` and the like are app
+    management, not telemetry, and yield no event either.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TypeGuard
+
+from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.errors import RejectReason
+from devices.events import Event, FieldValue, Kind
+
+if TYPE_CHECKING:
+    from devices.codec import DecodeContext
+
+_BASE_TOPIC = "owntracks"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_LAT = 90
+_MAX_LON = 180
+_MAX_PERCENT = 100
+
+
+class _FieldError(Exception):
+    """A field that cannot be used; becomes a rejection."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class _Sink:
+    """Collects the events and rejections of one payload."""
+
+    device_id: str
+    context: DecodeContext
+    source: str
+    events: list[Event] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def add(
+        self,
+        kind: Kind,
+        fields: dict[str, FieldValue],
+        *,
+        device_time: datetime | None,
+        time_required: bool,
+    ) -> None:
+        """Build one event (or the rejection make_event decides on)."""
+        index = len(self.events) + len(self.rejections)
+        item: dict[str, object] = {"payload": self.source, "index": index, "kind": kind.value}
+        if device_time is None:
+            # An LWT payload is the same every time: the receive time tells them apart.
+            item["received_at"] = self.context.received_at.isoformat()
+        outcome = make_event(
+            device_id=self.device_id,
+            kind=kind,
+            device_time=device_time,
+            fields=fields,
+            msg_id=None,
+            event_key=event_key(kind, None, item),
+            flags=frozenset(),
+            received_at=self.context.received_at,
+            policy=self.context.policy,
+            time_required=time_required,
+        )
+        if isinstance(outcome, Event):
+            self.events.append(outcome)
+        else:
+            self.rejections.append(outcome)
+
+    def reject(self, reason: RejectReason, detail: str) -> None:
+        """Record a rejected part of the payload."""
+        self.rejections.append(Rejection(reason, detail))
+
+    def result(self) -> Decoded:
+        """Return what the payload yielded."""
+        return Decoded(self.events, self.rejections)
+
+
+def decode(payload: bytes, context: DecodeContext) -> Decoded:
+    """Decode one OwnTracks message.
+
+    Never raises: any unexpected failure becomes an ``invalid_structure`` rejection.
+
+    Args:
+        payload: the MQTT payload or HTTP body.
+        context: receive time, and the identity (``device_id``) and/or the topic.
+
+    Returns:
+        The events and rejections the payload yields.
+    """
+    try:
+        return _decode(payload, context)
+    except Exception:  # noqa: BLE001 - a codec never raises; the payload is quarantined instead
+        return _rejected(RejectReason.INVALID_STRUCTURE, "unexpected error in an OwnTracks payload")
+
+
+def _rejected(reason: RejectReason, detail: str) -> Decoded:
+    return Decoded([], [Rejection(reason, detail)])
+
+
+def _decode(payload: bytes, context: DecodeContext) -> Decoded:
+    try:
+        document: object = json.loads(payload)
+    except (ValueError, RecursionError):
+        return _rejected(RejectReason.MALFORMED_JSON, "OwnTracks payload is not JSON")
+    if not isinstance(document, dict):
+        return _rejected(RejectReason.INVALID_STRUCTURE, "OwnTracks payload must be a JSON object")
+    device_id = context.device_id or _identity(context.topic) or _identity(document.get("topic"))
+    if not device_id:
+        return _rejected(RejectReason.MISSING_FIELD, "no device identity")
+    message_type = document.get("_type")
+    if message_type is None:
+        return _rejected(RejectReason.MISSING_FIELD, "_type is missing")
+    if not isinstance(message_type, str):
+        return _rejected(RejectReason.WRONG_TYPE, "_type must be a string")
+    sink = _Sink(device_id, context, payload.decode("utf-8", errors="replace"))
+    match message_type.strip().lower():
+        case "location":
+            _decode_location(sink, document)
+        case "lwt":
+            sink.add(Kind.OFFLINE, {}, device_time=None, time_required=False)
+        case "encrypted":
+            sink.reject(RejectReason.INVALID_STRUCTURE, "encrypted OwnTracks payloads cannot be decoded")
+        case _:
+            pass
+    return sink.result()
+
+
+def _identity(topic: object) -> str | None:
+    """Return ``<user>/<device>`` from ``owntracks/<user>/<device>[/...]``."""
+    if not isinstance(topic, str):
+        return None
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != _BASE_TOPIC or not parts[1] or not parts[2]:  # noqa: PLR2004
+        return None
+    return f"{parts[1]}/{parts[2]}"
+
+
+def _decode_location(sink: _Sink, document: dict[str, object]) -> None:
+    try:
+        fix_time = _epoch_seconds(document.get("tst"))
+    except _FieldError as exc:
+        sink.reject(exc.reason, exc.detail)
+        return
+    try:
+        lat = _number(document, "lat", _MAX_LAT)
+        lon = _number(document, "lon", _MAX_LON)
+    except _FieldError as exc:
+        sink.reject(exc.reason, exc.detail)
+    else:
+        if lat != 0 or lon != 0:
+            fields: dict[str, FieldValue] = {"lat": lat, "lon": lon}
+            accuracy = document.get("acc")
+            if _is_number(accuracy) and accuracy >= 0:
+                fields["accuracy_m"] = float(accuracy)
+            sink.add(Kind.LOCATION, fields, device_time=fix_time, time_required=True)
+    if document.get("batt") is None:
+        return
+    try:
+        battery = _number(document, "batt", _MAX_PERCENT, low=0)
+    except _FieldError as exc:
+        sink.reject(exc.reason, exc.detail)
+    else:
+        sink.add(Kind.BATTERY, {"pct": battery}, device_time=fix_time, time_required=True)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    """Tell whether ``value`` is a finite JSON number (a bool is not one; an int always is)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _number(document: dict[str, object], key: str, high: float, *, low: float | None = None) -> float:
+    """Return ``document[key]`` as a finite float within ``[low, high]`` (``low`` defaults to ``-high``)."""
+    value = document.get(key)
+    if value is None:
+        raise _FieldError(RejectReason.MISSING_FIELD, f"{key} is missing")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _FieldError(RejectReason.WRONG_TYPE, f"{key} must be a number")
+    if not _is_number(value):
+        raise _FieldError(RejectReason.NON_FINITE_NUMBER, f"{key} must be finite")
+    bottom = -high if low is None else low
+    if not bottom <= value <= high:
+        raise _FieldError(RejectReason.OUT_OF_RANGE, f"{key} is out of range")
+    return float(value)
+
+
+def _epoch_seconds(value: object) -> datetime:
+    if value is None:
+        raise _FieldError(RejectReason.MISSING_FIELD, "tst is missing")
+    if not _is_number(value):
+        raise _FieldError(RejectReason.BAD_TIMESTAMP, "tst must be epoch seconds")
+    try:
+        return _EPOCH + timedelta(seconds=value)
+    except OverflowError:
+        raise _FieldError(RejectReason.BAD_TIMESTAMP, "tst is out of range") from None

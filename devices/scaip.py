@@ -1,0 +1,220 @@
+"""Codec for SCAIP social-alarm messages (SS 91100:2014 / CLC/TS 50134-9).
+
+Framing:
+    A social-alarm unit (home unit with its pendants, fall detectors and fixed triggers)
+    sends a SIP ``MESSAGE`` whose body, content type ``application/scaip+xml``, is one XML
+    document with the root ``<mrq>`` (message request). The receiver answers with an
+    ``<mrs>`` echoing ``<ref>``; that reply and the optional voice call that follows are
+    the gateway's business, not this codec's: the payload here is the XML body of one
+    request. Children are short tags in any order; their text is stripped because vendors
+    pad it (Doro sends ``<cid> 12345</cid>``). Tag names are matched case-insensitively and
+    without namespace. Unknown tags are ignored; a repeated tag counts once (the first).
+
+Safety:
+    The XML is parsed with the standard library only after any markup declaration
+    (``<!DOCTYPE``, ``<!ENTITY``, ``<!ELEMENT``...; comments and CDATA are fine) has been
+    refused, so that no entity can be declared and expanded (billion laughs, external
+    entities). SCAIP never uses a DTD. The body is read as UTF-8 (Latin-1 as a fallback)
+    and parsed as text, so an encoding declaration cannot hide a declaration from that
+    check.
+
+Fields:
+    ``ref`` message reference (echoed in the reply; kept as ``msg_id`` when at most 64
+    characters, but not used alone as the event key because some units restart their
+    counter, see Time); ``mty`` message type; ``cid`` controller id, the device identity
+    (``context.device_id`` only when it is missing); ``dty`` device type; ``did`` sub-device
+    id (which pendant or detector: no canonical field, not part of the identity); ``stc``
+    status code; ``lco`` location code (where the trigger is installed: no canonical field);
+    ``crd`` callback route (``gsm:+46...``, ``sip:``, ``no-voice:``); ``cha`` call handling;
+    ``pri`` priority. None of the last three affects the event.
+
+Message types:
+    ``PI`` heartbeat (its status code is ignored); ``ME`` alarm message, also assumed when
+    ``mty`` is missing or unknown (flagged ``unknown_message_type``: an alarm must not be
+    dropped for a type we do not know); ``RE`` reset / withdrawn alarm -> ``cancel``;
+    ``IN`` information -> no event.
+
+Alarm mapping (``ME``):
+    Codes are written with 2, 3 or 4 digits by different vendors (``10``, ``010``,
+    ``0010``), so they are compared as numbers. The table comes from a third-party
+    receiver, not from the paywalled standard:
+
+    * ``stc`` 19 (cancel, per a receiver implementation), 92 and 93 (reset) -> ``cancel``;
+    * ``stc`` 70 (normal) -> no event;
+    * ``stc`` 10 (manual alarm: a person pressed a trigger) -> ``panic``, whatever the
+      device type (a fall detector's own button is a press, not a detected fall);
+    * otherwise by device type: 5 (fall detector) -> ``fall`` (stage ``alarm``); 3
+      (personal trigger), 4 (fixed trigger) and 7 (panic button) -> ``panic``;
+    * anything else (e.g. telealarm ``0067`` from the home unit, type 2) -> ``alarm``
+      labelled ``stc <code as written>`` (or ``stc missing``): life safety, an alarm is
+      never dropped for being unmapped.
+
+Time:
+    SCAIP carries no time: every event is filed under the receive time, and its key is a
+    digest of the body and that time, so a later alarm with a reused ``ref`` is never taken
+    for an old one. A SIP retransmission of the same request is therefore a second event;
+    it joins the alert the first one raised.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+
+from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.errors import RejectReason
+from devices.events import Event, FieldValue, Kind
+
+if TYPE_CHECKING:
+    from devices.codec import DecodeContext
+
+#: ``<!`` that is neither a comment nor CDATA: a DTD or one of its declarations.
+_DECLARATION_RE = re.compile(r"<!(?!--|\[CDATA\[)")
+_CODE_RE = re.compile(r"[0-9]{1,9}")
+_MAX_ID_LENGTH = 64
+_MAX_LABEL_LENGTH = 64
+
+_CANCEL_CODES = frozenset({19, 92, 93})
+_NORMAL_CODE = 70
+_MANUAL_ALARM_CODE = 10
+_FALL_DETECTOR = 5
+_PANIC_DEVICE_TYPES = frozenset({3, 4, 7})
+
+#: What an alarm message means: the kind and its value fields.
+_Alarm = tuple[Kind, dict[str, FieldValue]]
+#: What a request means: the kind, its value fields and the flags to set.
+_Meaning = tuple[Kind, dict[str, FieldValue], frozenset[str]]
+
+
+def decode(payload: bytes, context: DecodeContext) -> Decoded:
+    """Decode the XML body of one SCAIP request (``<mrq>``).
+
+    Never raises: any unexpected failure becomes an ``invalid_structure`` rejection.
+
+    Args:
+        payload: the ``application/scaip+xml`` body.
+        context: receive time, and a fallback identity for a message without ``cid``.
+
+    Returns:
+        The events and rejections the payload yields.
+    """
+    try:
+        return _decode(payload, context)
+    except Exception:  # noqa: BLE001 - a codec never raises; the payload is quarantined instead
+        return _rejected(RejectReason.INVALID_STRUCTURE, "unexpected error in a SCAIP payload")
+
+
+def _rejected(reason: RejectReason, detail: str) -> Decoded:
+    return Decoded([], [Rejection(reason, detail)])
+
+
+def _decode(payload: bytes, context: DecodeContext) -> Decoded:
+    text = _text(payload)
+    tags = _parse(text)
+    if isinstance(tags, Rejection):
+        return Decoded([], [tags])
+    device_id = tags.get("cid") or context.device_id
+    if not device_id:
+        return _rejected(RejectReason.MISSING_FIELD, "no device identity")
+    outcome = _meaning(tags)
+    if outcome is None:
+        return Decoded([], [])
+    kind, fields, flags = outcome
+    ref = tags.get("ref", "")
+    msg_id = ref if 0 < len(ref) <= _MAX_ID_LENGTH else None
+    # Not ``ref`` alone: some units count refs from zero again after a restart, and the
+    # alert store never raises the same occurrence key twice. The receive time keeps two
+    # alarms apart; the payload (with its ref) keeps two messages of one instant apart.
+    item = {"payload": text, "kind": kind.value, "received_at": context.received_at.isoformat()}
+    event = make_event(
+        device_id=device_id,
+        kind=kind,
+        device_time=None,
+        fields=fields,
+        msg_id=msg_id,
+        event_key=event_key(kind, None, item),
+        flags=flags,
+        received_at=context.received_at,
+        policy=context.policy,
+        time_required=False,
+    )
+    if isinstance(event, Event):
+        return Decoded([event], [])
+    return Decoded([], [event])
+
+
+def _parse(text: str) -> dict[str, str] | Rejection:
+    """Return the stripped text of each child of ``<mrq>`` by tag name."""
+    if _DECLARATION_RE.search(text):
+        return Rejection(RejectReason.INVALID_STRUCTURE, "SCAIP XML must not contain a DTD or declarations")
+    try:
+        root = ET.fromstring(text)  # noqa: S314 - declarations were refused above
+    except ET.ParseError:
+        return Rejection(RejectReason.INVALID_STRUCTURE, "SCAIP payload is not well-formed XML")
+    if _local_name(root.tag) != "mrq":
+        return Rejection(RejectReason.INVALID_STRUCTURE, "SCAIP root element must be <mrq>")
+    tags: dict[str, str] = {}
+    for child in root:
+        tags.setdefault(_local_name(child.tag), "".join(child.itertext()).strip())
+    return tags
+
+
+def _text(payload: bytes) -> str:
+    """Read the body as text (UTF-8, else Latin-1), without a byte-order mark."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = payload.decode("latin-1")
+    return text.removeprefix("\ufeff").strip()
+
+
+def _local_name(tag: object) -> str:
+    """Return a tag name without its namespace, lower-cased (comments have no string tag)."""
+    if not isinstance(tag, str):
+        return ""
+    return tag.rpartition("}")[2].lower()
+
+
+def _code(text: str | None) -> int | None:
+    """Return a numeric code (``10``, ``010`` and ``0010`` are the same), or None."""
+    if text is None or _CODE_RE.fullmatch(text) is None:
+        return None
+    return int(text)
+
+
+def _meaning(tags: dict[str, str]) -> _Meaning | None:
+    """Map a request's message type to an event, or None."""
+    message_type = tags.get("mty", "").upper()
+    if message_type == "PI":
+        return Kind.HEARTBEAT, {}, frozenset()
+    if message_type == "RE":
+        return Kind.CANCEL, {}, frozenset()
+    if message_type == "IN":
+        return None
+    flags = frozenset() if message_type in {"", "ME"} else frozenset({"unknown_message_type"})
+    alarm = _alarm_meaning(tags.get("stc"), _code(tags.get("dty")))
+    if alarm is None:
+        return None
+    kind, fields = alarm
+    return kind, fields, flags
+
+
+def _alarm_meaning(
+    raw_status: str | None, device_type: int | None
+) -> tuple[Kind, dict[str, FieldValue]] | None:
+    """Map an alarm message's status code, then its device type, to an event, or None."""
+    status = _code(raw_status)
+    meaning: _Alarm | None
+    if status in _CANCEL_CODES:
+        meaning = Kind.CANCEL, {}
+    elif status == _NORMAL_CODE:
+        meaning = None
+    elif status == _MANUAL_ALARM_CODE or device_type in _PANIC_DEVICE_TYPES:
+        meaning = Kind.PANIC, {}
+    elif device_type == _FALL_DETECTOR:
+        meaning = Kind.FALL, {"stage": "alarm"}
+    else:
+        label = f"stc {raw_status}" if raw_status else "stc missing"
+        meaning = Kind.ALARM, {"label": label[:_MAX_LABEL_LENGTH]}
+    return meaning

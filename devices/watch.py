@@ -1,0 +1,613 @@
+"""Codec for the "3G*" watch protocol (SeTracker / Beesure / Wonlex-type GPS watches).
+
+Sources: the vendor document *Beesure GPS SeTracker Server Protocol* (4P-Touch, rev. Aug 2025,
+with its status-bit table "Appendix I") and Traccar's ``WatchProtocolDecoder`` and its tests;
+``shared/reference/device-formats.md`` section 1 summarises both and is authoritative here.
+
+Framing
+    The watch speaks text over one long-lived TCP connection; the gateway forwards what it read
+    as one MQTT payload, which may hold one or several frames back to back (a TCP read is not a
+    frame). Every frame is ``[MM*ID*LEN*CONTENT]``:
+
+    * ``MM`` is a two-character maker code (``3G``, ``SG``, ``CS``, ``ZJ``); it only names the
+      firmware family, so any two upper-case letters or digits are accepted.
+    * ``ID`` is the device id (normally the last 10 IMEI digits, 9 and 15 digits also occur). It
+      is the event's device id; only an empty ``ID`` falls back to ``context.device_id``.
+    * ``ZJ`` firmware adds a 4-hex message index before ``LEN``. It is recognised by shape (two
+      hex fields in a row), as Traccar does, not by the maker code.
+    * ``LEN`` (hex) is the length of CONTENT, but it is wrong in many real frames, so it is never
+      used to cut a frame and never a reason to reject one.
+    * The end of a frame is found by bracket depth, because WiFi SSIDs in position frames carry
+      raw ``[`` and ``]`` (``[LG_Wall-Mount A/C]e725``). An SSID can also hold a lone bracket,
+      so a closing bracket only ends a frame where the payload ends or the next frame's header
+      starts: the depth-balanced one when it is such a boundary, else the first one that is. A
+      new frame header met before any end means the frame was cut short (a TCP read split by the
+      gateway): that frame is rejected and decoding resumes at the new header.
+    * Binary contents (voice ``TK``/``JXTK``, images) escape ``}`` ``[`` ``]`` ``,`` ``*`` as
+      ``0x7D`` followed by ``0x01``..``0x05``, so escaped bytes are never delimiters and the
+      framing above holds; those frames are not telemetry and are not decoded further.
+
+    The codec is stateless (one payload at a time): a frame split across two payloads yields
+    a rejection on both halves, so the gateway must forward whole frames (it reads up to the
+    matching ``]`` anyway, because it must echo ``LK`` and ``AL`` frames or the watch reboots).
+
+Content ``TYPE[,field,...]``; the type is matched case-insensitively.
+
+    * Position frames: every type starting with ``UD`` (``UD``, ``UD2`` = fixes buffered while
+      offline, ``UD_LTE``...), ``AL`` (alarm: ``AL``, ``AL_LTE``, ``ALCUSTOMER1``...) or ``WT``:
+      ``date ddmmyy, time hhmmss, A/V, lat, N/S, lon, E/W, speed, course, altitude, satellites,
+      gsm, battery %, steps, tumbles, STATUS (hex), cells..., wifi..., accuracy``. The time is
+      the device's (UTC according to the vendor; firmware with a local clock is caught by the
+      timestamp plausibility check) and may be old for ``UD2``; a date of ``000000`` or an
+      impossible date means "no time": an alarm is then filed under the receive time and
+      flagged, readings are rejected. Coordinates may be signed *and* carry a hemisphere
+      letter, or an empty one: only ``S``/``W`` make a value negative, an existing sign is
+      kept. ``V`` means no GPS fix (the coordinates are zero or stale) and the canonical
+      location has no validity field, so a location is emitted only for ``A`` (and never for
+      0/0). The trailing accuracy is not used: its position depends on cell and WiFi lists
+      whose layout varies by firmware (with zero cells some omit the timing advance, MCC and
+      MNC) and whose SSIDs may hold commas, so it cannot be located reliably. Every position
+      frame also yields its battery level and, when positive, its step count.
+    * The status word (8 hex digits, or 4 on some firmware: then only state bits exist) is a
+      set of flags, all of them decoded (an SOS and a fall in one frame are two events). The
+      high 16 bits are alarms, the low 16 are states (low battery, fence, "not moving",
+      Traccar's power cut at bit 14): states make no event. Alarms: bit 16 SOS -> ``panic``
+      (some 4G watches also raise it when lifted off the charger, Traccar PR #4801: it is still
+      a panic); bit 21 fall-down -> ``fall`` (stage ``alarm``); bit 20 taken off the wrist ->
+      ``worn`` ``on=False``; bit 17 low-battery alarm -> nothing beyond the frame's battery
+      reading; bits 18/19 (fence out/in) and 22 (abnormal heart rate according to the vendor,
+      fall according to Traccar) have no canonical kind and make no event. An ``AL`` frame with
+      none of the documented alarm bits 16-22 set (status ``00000000``, a state-only 4-digit
+      word, an undocumented high bit, an unreadable word or a truncated frame) is an alarm whose
+      cause is unknown: ``alarm`` with label ``general`` (Traccar's name), never dropped.
+    * ``LK`` keep-alive: bare, or ``LK,steps,tumbles,battery%`` -> ``heartbeat`` with
+      ``battery_pct`` (and ``steps`` when positive). With fewer than three values the meaning is
+      ambiguous: a heartbeat without battery. No time: filed under the receive time.
+    * Health frames carry no time and are filed under the receive time. A value of 0 means "no
+      valid reading" and yields nothing: ``heart,N`` / ``PULSE,N``; ``bphrt,SYS,DIA,HR,...``
+      (blood pressure and heart rate); ``BLOOD,SYS,DIA``; ``oxygen,type,SpO2``;
+      ``btemp2,mode,temp`` (mode is forehead/wrist, not validity; a temperature of exactly 0 or
+      1 flags a measuring error); ``TEMP,t``.
+    * Everything else (``TKQ``/``TKQ2`` voice requests, ``CONFIG``, ``img``, ``TK``, ``JXTK``,
+      ``rcapture``, ``INIT``, unknown types) yields no event and no rejection.
+
+Rejections name the frame by its ordinal and a category of ours, never payload bytes or values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.errors import RejectReason
+from devices.events import Event, FieldValue, Kind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from devices.codec import DecodeContext
+
+__all__ = ["decode"]
+
+#: ``[`` maker ``*`` id ``*`` [4-hex index ``*``] hex length ``*``.
+_HEADER: Final = re.compile(
+    rb"\[([0-9A-Z]{2})\*([0-9A-Za-z_-]{0,64})\*(?:([0-9A-Fa-f]{4})\*)?([0-9A-Fa-f]{1,8})\*"
+)
+_WHITESPACE: Final = frozenset(b" \t\r\n\x00")
+_OPEN: Final = ord("[")
+_CLOSE: Final = ord("]")
+_ESCAPE: Final = ord("}")
+_ESCAPED: Final = frozenset(range(0x01, 0x06))
+
+_NUMBER: Final = re.compile(rb"[+-]?(?:\d{1,20}(?:\.\d{0,20})?|\.\d{1,20})")
+_INTEGER: Final = re.compile(rb"[+-]?\d{1,18}")
+_STATUS: Final = re.compile(rb"[0-9A-Fa-f]{1,8}")
+_DIGITS6: Final = re.compile(rb"\d{6}")
+
+#: Indexes of the position layout (after the type).
+_DATE, _TIME, _VALIDITY, _LAT, _LAT_HEMI, _LON, _LON_HEMI = 0, 1, 2, 3, 4, 5, 6
+_BATTERY, _STEPS, _STATUS_WORD = 12, 13, 15
+_POSITION_FIELDS: Final = 16
+
+_BIT_SOS: Final = 1 << 16
+_BIT_REMOVED: Final = 1 << 20
+_BIT_FALL: Final = 1 << 21
+_BIT_FENCE_OUT_ALARM: Final = 1 << 18
+#: Vendor: abnormal heart rate; Traccar reads it as a fall. Neither is ignored.
+_BIT_ABNORMAL_HEART_RATE: Final = 1 << 22
+#: Bits 16-22: the alarms the vendor documents. An AL frame with none of them is "general".
+_DOCUMENTED_ALARMS: Final = 0x7F << 16
+
+_MAX_BPM: Final = 300.0
+_MAX_MMHG: Final = 300.0
+_MIN_CELSIUS: Final = 20.0
+_MAX_CELSIUS: Final = 46.0
+_BTEMP_ERRORS: Final = frozenset({0.0, 1.0})
+
+
+class _FieldError(Exception):
+    """One field of a frame cannot be used (its reading is rejected, the rest of the frame is not)."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """One well-delimited frame."""
+
+    raw: bytes
+    device_id: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """Bytes that are not a frame: the reason and where they start."""
+
+    reason: RejectReason
+    detail: str
+
+
+def decode(payload: bytes, context: DecodeContext) -> Decoded:
+    """Decode one payload of 3G* watch frames into canonical events.
+
+    Args:
+        payload: the bytes the gateway read from the watch: one or several whole frames.
+        context: the receive time, the session's device id (used only when a frame's id is
+            empty) and the timestamp policy.
+
+    Returns:
+        The events of every frame, in frame order, and the rejected parts. Never raises.
+    """
+    try:
+        return _decode(bytes(payload), context)
+    except Exception:  # noqa: BLE001 - a codec must turn any failure into a rejection
+        return Decoded([], [Rejection(RejectReason.INVALID_STRUCTURE, "watch payload could not be decoded")])
+
+
+def _decode(payload: bytes, context: DecodeContext) -> Decoded:
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    seen: dict[bytes, int] = {}
+    items = list(_split(payload))
+    if not items:
+        return Decoded([], [Rejection(RejectReason.NO_EVENTS, "no watch frame in payload")])
+    for ordinal, item in enumerate(items, start=1):
+        if isinstance(item, _Broken):
+            rejections.append(Rejection(item.reason, f"frame {ordinal}: {item.detail}"))
+            continue
+        occurrence = seen.get(item.raw, 0)
+        seen[item.raw] = occurrence + 1
+        frame_decoder = _FrameDecoder(item, ordinal, occurrence, context)
+        try:
+            frame_decoder.run()
+        except Exception:  # noqa: BLE001 - one bad frame must not lose the others
+            frame_decoder.reject(RejectReason.INVALID_STRUCTURE, "frame could not be decoded")
+        events.extend(frame_decoder.events)
+        rejections.extend(frame_decoder.rejections)
+    return Decoded(events, rejections)
+
+
+# --- framing -------------------------------------------------------------------------------------
+
+
+def _split(payload: bytes) -> list[_Frame | _Broken]:
+    """Cut a payload into frames and the broken parts between them."""
+    items: list[_Frame | _Broken] = []
+    size = len(payload)
+    position = _skip_whitespace(payload, 0)
+    while position < size:
+        if payload[position] != _OPEN:
+            resume = _next_header(payload, position)
+            items.append(_Broken(RejectReason.INVALID_STRUCTURE, "bytes outside a frame"))
+            position = _skip_whitespace(payload, resume)
+            continue
+        header = _HEADER.match(payload, position)
+        if header is None:
+            resume = _next_header(payload, position + 1)
+            items.append(_Broken(RejectReason.INVALID_STRUCTURE, "frame header is not [MM*ID*LEN*"))
+            position = _skip_whitespace(payload, resume)
+            continue
+        end = _frame_end(payload, header.end())
+        if end is None:
+            resume = _next_header(payload, header.end())
+            items.append(_Broken(RejectReason.INVALID_STRUCTURE, "unterminated frame"))
+            position = _skip_whitespace(payload, resume)
+            continue
+        device_id = header.group(2).decode("ascii")
+        items.append(_Frame(payload[position : end + 1], device_id, payload[header.end() : end]))
+        position = _skip_whitespace(payload, end + 1)
+    return items
+
+
+def _skip_whitespace(payload: bytes, position: int) -> int:
+    size = len(payload)
+    while position < size and payload[position] in _WHITESPACE:
+        position += 1
+    return position
+
+
+def _next_header(payload: bytes, position: int) -> int:
+    """Where the next frame header starts, or the end of the payload."""
+    found = _HEADER.search(payload, position)
+    return len(payload) if found is None else found.start()
+
+
+def _is_boundary(payload: bytes, position: int) -> bool:
+    """Tell whether a frame may end just before ``position``: end of payload or next header."""
+    position = _skip_whitespace(payload, position)
+    return position >= len(payload) or _HEADER.match(payload, position) is not None
+
+
+def _frame_end(payload: bytes, start: int) -> int | None:
+    """Index of the ``]`` that closes the frame whose content starts at ``start``.
+
+    Prefers the bracket that balances the depth when it is followed by the end of the payload
+    or the next header; else the first closing bracket that is so followed (an SSID with a lone
+    bracket); else the depth-balanced one (trailing garbage is then rejected on its own).
+    """
+    size = len(payload)
+    depth = 1
+    first_boundary: int | None = None
+    balanced: int | None = None
+    index = start
+    while index < size:
+        byte = payload[index]
+        if byte == _ESCAPE and index + 1 < size and payload[index + 1] in _ESCAPED:
+            index += 2
+            continue
+        if byte == _OPEN:
+            if _HEADER.match(payload, index) is not None:
+                break  # the next frame starts: this one was cut short unless an end was seen
+            depth += 1
+        elif byte == _CLOSE:
+            depth -= 1
+            if _is_boundary(payload, index + 1):
+                if depth == 0:
+                    return index
+                if first_boundary is None:
+                    first_boundary = index
+            if depth == 0 and balanced is None:
+                balanced = index
+        index += 1
+    return first_boundary if first_boundary is not None else balanced
+
+
+# --- one frame -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _FrameDecoder:
+    """Turns one frame into events; collects the rejections of its unusable parts."""
+
+    frame: _Frame
+    ordinal: int
+    occurrence: int
+    context: DecodeContext
+    category: str = ""
+    events: list[Event] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def run(self) -> None:
+        """Decode the frame."""
+        content = self.frame.content
+        if not content:
+            self.reject(RejectReason.INVALID_STRUCTURE, "empty frame content")
+            return
+        raw_type, *values = content.split(b",")
+        type_name = raw_type.strip().decode("ascii", errors="replace").upper()
+        handler = _handler(type_name)
+        if handler is None:
+            return  # voice, images, configuration and unknown types are not telemetry
+        self.category = handler.__name__.removeprefix("_").replace("_", " ")
+        if not self.frame.device_id and self.context.device_id is None:
+            self.reject(RejectReason.MISSING_FIELD, "no device identity")
+            return
+        handler(self, values, type_name)
+
+    @property
+    def device_id(self) -> str:
+        """The frame's own id, else the session's."""
+        return self.frame.device_id or self.context.device_id or ""
+
+    def emit(
+        self,
+        kind: Kind,
+        fields: dict[str, FieldValue],
+        device_time: datetime | None,
+        *,
+        time_required: bool = True,
+        flags: frozenset[str] = frozenset(),
+    ) -> None:
+        """Build one event through :func:`make_event`, or record why it was refused."""
+        identity = {
+            "frame": self.frame.raw.decode("latin-1"),
+            "occurrence": self.occurrence,
+            "kind": kind.value,
+        }
+        outcome = make_event(
+            device_id=self.device_id,
+            kind=kind,
+            device_time=device_time,
+            fields=fields,
+            msg_id=None,
+            event_key=event_key(kind, None, identity),
+            flags=flags,
+            received_at=self.context.received_at,
+            policy=self.context.policy,
+            time_required=time_required,
+        )
+        if isinstance(outcome, Event):
+            self.events.append(outcome)
+        else:
+            self.reject(outcome.reason, outcome.detail)
+
+    def reject(self, reason: RejectReason, detail: str) -> None:
+        """Record an unusable part of the frame (once per distinct reason and detail)."""
+        where = f"frame {self.ordinal} ({self.category})" if self.category else f"frame {self.ordinal}"
+        rejection = Rejection(reason, f"{where}: {detail}")
+        if rejection not in self.rejections:
+            self.rejections.append(rejection)
+
+    def attempt(self, reading: str, parse: _Parse) -> float | None:
+        """Run one field parser; a bad field becomes a rejection and None."""
+        try:
+            return parse()
+        except _FieldError as exc:
+            self.reject(exc.reason, f"{reading}: {exc.detail}")
+            return None
+
+
+_Parse: TypeAlias = "Callable[[], float | None]"
+_Handler: TypeAlias = "Callable[[_FrameDecoder, list[bytes], str], None]"
+
+
+def _handler(type_name: str) -> _Handler | None:
+    if type_name.startswith(("UD", "AL", "WT")):
+        return _position_frame
+    return _HANDLERS.get(type_name)
+
+
+# --- position frames -----------------------------------------------------------------------------
+
+
+def _position_frame(frame: _FrameDecoder, values: list[bytes], type_name: str) -> None:
+    alarm_frame = type_name.startswith("AL")
+    device_time = _frame_time(values[_DATE], values[_TIME]) if len(values) > _TIME else None
+    if len(values) < _POSITION_FIELDS:
+        frame.reject(RejectReason.MISSING_FIELD, "position frame is truncated")
+        if alarm_frame:
+            frame.emit(Kind.ALARM, {"label": "general"}, device_time, flags=frozenset({"invalid_fields"}))
+        return
+    _status_events(frame, values[_STATUS_WORD], device_time, alarm_frame=alarm_frame)
+    _location(frame, values, device_time, gps_valid=values[_VALIDITY].strip().upper() == b"A")
+    battery = frame.attempt("battery", lambda: _percent(values[_BATTERY]))
+    if battery is not None:
+        frame.emit(Kind.BATTERY, {"pct": _tidy(battery)}, device_time)
+    steps = frame.attempt("steps", lambda: _count(values[_STEPS]))
+    if steps:
+        frame.emit(Kind.STEPS, {"count": int(steps)}, device_time)
+
+
+def _status_events(
+    frame: _FrameDecoder, raw: bytes, device_time: datetime | None, *, alarm_frame: bool
+) -> None:
+    """Every alarm bit of the status word is its own event; state bits (0-15) make none."""
+    status = _status(raw)
+    if status is None:
+        frame.reject(RejectReason.WRONG_TYPE, "status word is not hexadecimal")
+        if alarm_frame:
+            frame.emit(Kind.ALARM, {"label": "general"}, device_time, flags=frozenset({"invalid_fields"}))
+        return
+    if status & _BIT_SOS:
+        frame.emit(Kind.PANIC, {}, device_time)
+    if status & _BIT_FALL:
+        frame.emit(Kind.FALL, {"stage": "alarm"}, device_time)
+    # Alarms the watch raised that are not a person's emergency by themselves:
+    # reported as labelled alarms so the call centre hears of them (a wearer
+    # with dementia leaving the fence, a heart rate the watch found abnormal).
+    if alarm_frame and status & _BIT_ABNORMAL_HEART_RATE:
+        frame.emit(Kind.ALARM, {"label": "abnormal_heart_rate"}, device_time)
+    if alarm_frame and status & _BIT_FENCE_OUT_ALARM:
+        frame.emit(Kind.ALARM, {"label": "geofence_exit"}, device_time)
+    if alarm_frame and not status & _DOCUMENTED_ALARMS:
+        frame.emit(Kind.ALARM, {"label": "general"}, device_time)
+    if status & _BIT_REMOVED:
+        frame.emit(Kind.WORN, {"on": False}, device_time)
+
+
+def _location(
+    frame: _FrameDecoder, values: list[bytes], device_time: datetime | None, *, gps_valid: bool
+) -> None:
+    """A position; with ``V`` (no fix) it is the last known one, marked ``gps_valid: false``."""
+    lat = frame.attempt("latitude", lambda: _coordinate(values[_LAT], values[_LAT_HEMI], 90.0))
+    lon = frame.attempt("longitude", lambda: _coordinate(values[_LON], values[_LON_HEMI], 180.0))
+    if lat is None or lon is None or (lat == 0 and lon == 0):
+        return  # a rejection was recorded for a bad value; 0/0 is not a fix
+    fields: dict[str, FieldValue] = {"lat": lat, "lon": lon}
+    if not gps_valid:
+        fields["gps_valid"] = False
+    frame.emit(Kind.LOCATION, fields, device_time)
+
+
+def _frame_time(date: bytes, time: bytes) -> datetime | None:
+    """``ddmmyy`` + ``hhmmss`` (UTC) -> aware datetime; None for ``000000`` or an impossible value."""
+    date, time = date.strip(), time.strip()
+    if not _DIGITS6.fullmatch(date) or not _DIGITS6.fullmatch(time):
+        return None
+    try:
+        return datetime(
+            2000 + int(date[4:6]),
+            int(date[2:4]),
+            int(date[0:2]),
+            int(time[0:2]),
+            int(time[2:4]),
+            int(time[4:6]),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+
+
+def _status(raw: bytes) -> int | None:
+    text = raw.strip()
+    return int(text, 16) if _STATUS.fullmatch(text) else None
+
+
+def _coordinate(raw: bytes, hemisphere: bytes, limit: float) -> float | None:
+    value = _number(raw)
+    if value is None:
+        raise _FieldError(RejectReason.MISSING_FIELD, "empty")
+    if hemisphere.strip().upper() in {b"S", b"W"}:
+        value = -abs(value)
+    if abs(value) > limit:
+        raise _FieldError(RejectReason.OUT_OF_RANGE, "out of range")
+    return value
+
+
+# --- keep-alive and health frames ----------------------------------------------------------------
+
+
+def _keep_alive(frame: _FrameDecoder, values: list[bytes], _type_name: str) -> None:
+    fields: dict[str, FieldValue] = {}
+    steps: float | None = None
+    if len(values) >= 3:  # noqa: PLR2004 - steps, tumbles, battery; fewer is ambiguous
+        battery = frame.attempt("battery", lambda: _percent(values[2]))
+        if battery is not None:
+            fields["battery_pct"] = _tidy(battery)
+        steps = frame.attempt("steps", lambda: _count(values[0]))
+    frame.emit(Kind.HEARTBEAT, fields, None, time_required=False)
+    if steps:
+        frame.emit(Kind.STEPS, {"count": int(steps)}, None, time_required=False)
+
+
+def _heart_rate(frame: _FrameDecoder, values: list[bytes], _type_name: str) -> None:
+    _emit_bpm(frame, _value_at(values, 0))
+
+
+def _blood_pressure_and_heart_rate(frame: _FrameDecoder, values: list[bytes], type_name: str) -> None:
+    _emit_blood_pressure(frame, _value_at(values, 0), _value_at(values, 1))
+    if type_name == "BPHRT":
+        _emit_bpm(frame, _value_at(values, 2), required=False)
+
+
+def _oxygen_saturation(frame: _FrameDecoder, values: list[bytes], _type_name: str) -> None:
+    pct = frame.attempt("oxygen saturation", lambda: _measurement(_value_at(values, 1), 100.0))
+    if pct:
+        frame.emit(Kind.SPO2, {"pct": _tidy(pct)}, None, time_required=False)
+
+
+def _body_temperature(frame: _FrameDecoder, values: list[bytes], type_name: str) -> None:
+    raw = _value_at(values, 1 if type_name == "BTEMP2" else 0)
+    celsius = frame.attempt("temperature", lambda: _required(raw))
+    if celsius is None or celsius == 0 or (type_name == "BTEMP2" and celsius in _BTEMP_ERRORS):
+        return  # 0 = no reading; btemp2 flags a low/high measuring error with exactly 0 or 1
+    if not _MIN_CELSIUS < celsius < _MAX_CELSIUS:
+        frame.reject(RejectReason.OUT_OF_RANGE, "temperature: out of range")
+        return
+    frame.emit(Kind.BODY_TEMP, {"celsius": _tidy(celsius)}, None, time_required=False)
+
+
+def _emit_bpm(frame: _FrameDecoder, raw: bytes | None, *, required: bool = True) -> None:
+    if raw is None and not required:
+        return
+    bpm = frame.attempt("heart rate", lambda: _measurement(raw, _MAX_BPM))
+    if bpm:
+        frame.emit(Kind.HEART_RATE, {"bpm": _tidy(bpm)}, None, time_required=False)
+
+
+def _emit_blood_pressure(
+    frame: _FrameDecoder, systolic_raw: bytes | None, diastolic_raw: bytes | None
+) -> None:
+    systolic = frame.attempt("systolic", lambda: _measurement(systolic_raw, _MAX_MMHG))
+    diastolic = frame.attempt("diastolic", lambda: _measurement(diastolic_raw, _MAX_MMHG))
+    if systolic and diastolic:  # 0 (or a rejected value) on either side: no reading
+        fields: dict[str, FieldValue] = {"systolic": _tidy(systolic), "diastolic": _tidy(diastolic)}
+        frame.emit(Kind.BLOOD_PRESSURE, fields, None, time_required=False)
+
+
+_HANDLERS: Final[dict[str, _Handler]] = {
+    "LK": _keep_alive,
+    "HEART": _heart_rate,
+    "PULSE": _heart_rate,
+    "BPHRT": _blood_pressure_and_heart_rate,
+    "BLOOD": _blood_pressure_and_heart_rate,
+    "OXYGEN": _oxygen_saturation,
+    "BTEMP2": _body_temperature,
+    "TEMP": _body_temperature,
+}
+
+
+# --- field parsers -------------------------------------------------------------------------------
+
+
+def _value_at(values: list[bytes], index: int) -> bytes | None:
+    return values[index] if index < len(values) else None
+
+
+def _number(raw: bytes) -> float | None:
+    """A decimal number (leading spaces and zero padding tolerated); None when empty.
+
+    Raises:
+        _FieldError: when the field holds something that is not a plain decimal.
+    """
+    text = raw.strip(b" \t")
+    if not text:
+        return None
+    if _NUMBER.fullmatch(text) is None:
+        raise _FieldError(RejectReason.WRONG_TYPE, "not a number")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _FieldError(RejectReason.NON_FINITE_NUMBER, "not finite")
+    return value
+
+
+def _required(raw: bytes | None) -> float:
+    """A value the frame's layout requires; an empty one is "no reading", returned as 0.
+
+    Raises:
+        _FieldError: when the frame is too short to hold the value, or it is not a number.
+    """
+    if raw is None:
+        raise _FieldError(RejectReason.MISSING_FIELD, "missing")
+    value = _number(raw)
+    return 0.0 if value is None else value
+
+
+def _measurement(raw: bytes | None, maximum: float) -> float:
+    """A health value: 0 (or empty) means "no valid reading" (returned as 0, emitted as nothing)."""
+    value = _required(raw)
+    if not 0 <= value <= maximum:
+        raise _FieldError(RejectReason.OUT_OF_RANGE, "out of range")
+    return value
+
+
+def _percent(raw: bytes) -> float | None:
+    value = _number(raw)
+    if value is not None and not 0 <= value <= 100:  # noqa: PLR2004 - a percentage
+        raise _FieldError(RejectReason.OUT_OF_RANGE, "out of range")
+    return value
+
+
+def _count(raw: bytes) -> float | None:
+    text = raw.strip(b" \t")
+    if not text:
+        return None
+    if _INTEGER.fullmatch(text) is None:
+        raise _FieldError(RejectReason.WRONG_TYPE, "not an integer")
+    value = int(text)
+    if value < 0:
+        raise _FieldError(RejectReason.OUT_OF_RANGE, "negative")
+    return value
+
+
+def _tidy(value: float) -> int | float:
+    """Integral readings stay integers (``72``, not ``72.0``) in stored event fields."""
+    return int(value) if value.is_integer() else value

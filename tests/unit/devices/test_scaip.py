@@ -1,0 +1,312 @@
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devices import DecodeContext, Decoded, Kind, RejectReason, TimeSource, scaip
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "devices" / "scaip.jsonl"
+CASES = [json.loads(line) for line in FIXTURES.read_text(encoding="utf-8").splitlines() if line.strip()]
+RECEIVED_AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+HYPOTHESIS = settings(database=None, deadline=None, max_examples=300)
+KINDS = {
+    "panic": Kind.PANIC,
+    "alarm": Kind.ALARM,
+    "fall": Kind.FALL,
+    "heartbeat": Kind.HEARTBEAT,
+    "cancel": Kind.CANCEL,
+    "none": None,
+}
+
+
+def context(device_id=None, received_at=RECEIVED_AT):
+    return DecodeContext(received_at=received_at, device_id=device_id)
+
+
+def mrq(**tags) -> bytes:
+    body = "".join(f"<{name}>{value}</{name}>" for name, value in tags.items())
+    return f"<mrq>{body}</mrq>".encode()
+
+
+def run(payload: bytes, **kwargs) -> Decoded:
+    return scaip.decode(payload, context(**kwargs))
+
+
+def kinds(decoded: Decoded):
+    assert decoded.rejections == []
+    return [(event.kind, dict(event.fields)) for event in decoded.events]
+
+
+def only_rejection(decoded: Decoded):
+    assert decoded.events == []
+    assert len(decoded.rejections) == 1
+    return decoded.rejections[0]
+
+
+# --- golden cases from the shared sample ---------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+def test_golden(case):
+    expect = case["expect"]
+    assert expect["time"] is None  # SCAIP has no time
+    decoded = run(case["raw"].encode())
+    assert decoded.rejections == []
+    kind = KINDS[expect["kind"]]
+    assert [event.kind for event in decoded.events] == ([] if kind is None else [kind])
+    for event in decoded.events:
+        assert event.device_id == expect["device_id"]
+        assert event.observed_at == RECEIVED_AT
+        assert event.time_source is TimeSource.RECEIVED
+        assert event.flags == frozenset()
+        if kind is Kind.ALARM:
+            assert event.fields["label"] == expect["alarm"]
+
+
+# --- message types ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stc", ["0009", "102", "10", "0067", ""])
+def test_ping_is_a_heartbeat_whatever_its_status(stc):
+    assert kinds(run(mrq(ref="1", mty="PI", cid="42", dty="0002", stc=stc))) == [(Kind.HEARTBEAT, {})]
+
+
+@pytest.mark.parametrize("stc", ["0010", "0067", "0019", ""])
+def test_reset_message_is_a_cancel(stc):
+    assert kinds(run(mrq(mty="RE", cid="42", dty="0003", stc=stc))) == [(Kind.CANCEL, {})]
+
+
+def test_information_message_is_no_event():
+    assert run(mrq(mty="IN", cid="42", dty="0002", stc="0067")) == Decoded([], [])
+
+
+@pytest.mark.parametrize("mty", ["pi", "Pi", " PI "])
+def test_message_type_case_and_padding(mty):
+    payload = f"<mrq><mty>{mty}</mty><cid>42</cid></mrq>".encode()
+    assert kinds(run(payload)) == [(Kind.HEARTBEAT, {})]
+
+
+@pytest.mark.parametrize("mty", [None, "ME", "me", ""])
+def test_missing_message_type_is_an_alarm_message(mty):
+    tags = {"cid": "42", "dty": "0004", "stc": "0010"}
+    if mty is not None:
+        tags["mty"] = mty
+    assert kinds(run(mrq(**tags))) == [(Kind.PANIC, {})]
+
+
+def test_unknown_message_type_is_decoded_as_an_alarm_and_flagged():
+    decoded = run(mrq(mty="XX", cid="42", dty="0002", stc="0067"))
+    assert kinds(decoded) == [(Kind.ALARM, {"label": "stc 0067"})]
+    assert decoded.events[0].flags == {"unknown_message_type"}
+
+
+# --- status codes and device types -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stc", ["10", "010", "0010", " 0010 "])
+@pytest.mark.parametrize("dty", ["2", "0002", "3", "4", "0005", "7", "", "99"])
+def test_manual_alarm_is_a_panic_on_any_device(stc, dty):
+    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.PANIC, {})]
+
+
+@pytest.mark.parametrize("stc", ["19", "0019", "92", "0092", "093", "0093"])
+@pytest.mark.parametrize("dty", ["0002", "0005", "0007"])
+def test_cancel_codes(stc, dty):
+    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.CANCEL, {})]
+
+
+@pytest.mark.parametrize("stc", ["70", "0070", "070"])
+@pytest.mark.parametrize("dty", ["0002", "0005", "0003"])
+def test_normal_status_is_no_event(stc, dty):
+    assert run(mrq(mty="ME", cid="42", dty=dty, stc=stc)) == Decoded([], [])
+
+
+@pytest.mark.parametrize("dty", ["5", "05", "0005"])
+@pytest.mark.parametrize("stc", ["0067", "0011", "", "X1"])
+def test_fall_detector_alarm_is_a_fall(dty, stc):
+    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.FALL, {"stage": "alarm"})]
+
+
+@pytest.mark.parametrize("dty", ["3", "0003", "4", "0004", "7", "0007"])
+@pytest.mark.parametrize("stc", ["0067", "0011", ""])
+def test_trigger_alarm_is_a_panic(dty, stc):
+    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.PANIC, {})]
+
+
+@pytest.mark.parametrize(
+    ("dty", "stc", "label"),
+    [
+        ("0002", "0067", "stc 0067"),
+        ("2", "67", "stc 67"),
+        ("", "0001", "stc 0001"),
+        ("0002", "A1", "stc A1"),
+        ("0099", "0100", "stc 0100"),
+        ("0002", "", "stc missing"),
+        ("0002", "9" * 80, "stc " + "9" * 60),
+    ],
+)
+def test_unmapped_alarms_are_never_dropped(dty, stc, label):
+    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.ALARM, {"label": label})]
+
+
+def test_alarm_message_without_status_or_device_type():
+    assert kinds(run(mrq(cid="42"))) == [(Kind.ALARM, {"label": "stc missing"})]
+
+
+# --- layout ----------------------------------------------------------------------------------
+
+
+def test_tags_in_any_order_with_padding_and_declaration():
+    payload = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<mrq>\n  <stc> 0010 </stc>\n  <crd>gsm:+46701234567</crd>\n'
+        b"  <cid>  991122 </cid>\n  <lco>012</lco><did>03</did>\n  <dty>0003</dty>\n  <ref>A7</ref>\n</mrq>\n"
+    )
+    decoded = run(payload)
+    assert kinds(decoded) == [(Kind.PANIC, {})]
+    assert decoded.events[0].device_id == "991122"
+    assert decoded.events[0].msg_id == "A7"
+
+
+def test_upper_case_tags_and_namespace():
+    payload = b'<MRQ xmlns="urn:scaip"><CID>42</CID><MTY>ME</MTY><STC>0010</STC></MRQ>'
+    assert kinds(run(payload)) == [(Kind.PANIC, {})]
+
+
+def test_byte_order_mark_and_latin1_body():
+    payload = "\ufeff<mrq><cid>42</cid><mty>PI</mty></mrq>".encode()
+    assert kinds(run(payload)) == [(Kind.HEARTBEAT, {})]
+    latin1 = "<mrq><cid>42</cid><crd>sip:björn@example</crd><stc>10</stc></mrq>".encode("latin-1")
+    assert kinds(run(latin1)) == [(Kind.PANIC, {})]
+
+
+def test_comment_and_cdata_are_allowed():
+    payload = b"<mrq><!-- unit 7 --><cid>42</cid><stc><![CDATA[0010]]></stc></mrq>"
+    assert kinds(run(payload)) == [(Kind.PANIC, {})]
+
+
+def test_repeated_tag_counts_once():
+    assert kinds(run(b"<mrq><cid>42</cid><stc>0010</stc><stc>0070</stc></mrq>")) == [(Kind.PANIC, {})]
+
+
+def test_unknown_tags_are_ignored():
+    assert kinds(run(mrq(cid="42", mty="PI", xyz="1", pri="1", cha="1"))) == [(Kind.HEARTBEAT, {})]
+
+
+# --- identity and keys -----------------------------------------------------------------------
+
+
+def test_cid_is_the_identity_even_with_a_session_id():
+    assert run(mrq(cid="26317", mty="PI"), device_id="session").events[0].device_id == "26317"
+
+
+@pytest.mark.parametrize("cid", [None, "", "   "])
+def test_missing_cid_falls_back_to_the_session(cid):
+    tags = {"mty": "ME", "stc": "0010"}
+    if cid is not None:
+        tags["cid"] = cid
+    assert run(mrq(**tags), device_id="unit-9").events[0].device_id == "unit-9"
+    rejection = only_rejection(run(mrq(**tags)))
+    assert rejection.reason is RejectReason.MISSING_FIELD
+    assert rejection.detail == "no device identity"
+
+
+def test_ref_is_the_message_id():
+    event = run(mrq(ref="00001A85", cid="42", stc="0010")).events[0]
+    assert event.msg_id == "00001A85"
+    assert run(mrq(ref="r" * 65, cid="42", stc="0010")).events[0].msg_id is None
+
+
+def test_a_reused_ref_is_a_new_alarm():
+    payload = mrq(ref="0001", cid="42", stc="0010")
+    first = run(payload).events[0]
+    redelivered = run(payload).events[0]
+    after_restart = run(payload, received_at=RECEIVED_AT + timedelta(days=3)).events[0]
+    assert first.event_key == redelivered.event_key
+    assert first.event_key != after_restart.event_key
+    assert first.event_key != "0001"
+
+
+# --- malformed and hostile bodies ------------------------------------------------------------
+
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
+    b"<mrq><cid>&lol2;</cid><stc>0010</stc></mrq>"
+)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        BILLION_LAUGHS,
+        b'<!DOCTYPE mrq SYSTEM "http://example.invalid/x.dtd"><mrq><cid>42</cid></mrq>',
+        b'<!doctype mrq [<!entity x SYSTEM "file:///etc/passwd">]><mrq><cid>&x;</cid></mrq>',
+        b'<mrq><cid>42</cid></mrq><!ENTITY x "y">',
+        '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE a [<!ENTITY x "y">]><mrq/>'.encode("utf-16"),
+    ],
+)
+def test_declarations_are_refused(payload):
+    rejection = only_rejection(run(payload))
+    assert rejection.reason is RejectReason.INVALID_STRUCTURE
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"   ",
+        b"PI 26317",
+        b"<mrq><cid>42</cid><stc>0010</stc>",
+        b"<mrq><cid>42</cid><stc>0010</mrq>",
+        b"<mrq><cid>42</cid></mrq><mrq><cid>43</cid></mrq>",
+        b"<mrs><ref>1</ref><snu>0</snu></mrs>",
+        b"<message><cid>42</cid></message>",
+        b'{"cid": "42"}',
+        b"<mrq><cid>&undefined;</cid></mrq>",
+        b"\x00\x01\x02",
+    ],
+)
+def test_malformed_bodies(payload):
+    rejection = only_rejection(run(payload))
+    assert rejection.reason is RejectReason.INVALID_STRUCTURE
+    assert "42" not in rejection.detail
+
+
+# --- robustness ------------------------------------------------------------------------------
+
+
+@HYPOTHESIS
+@given(payload=st.binary(max_size=300))
+def test_garbage_never_raises(payload):
+    assert isinstance(run(payload), Decoded)
+
+
+TAG_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=10)
+
+
+@HYPOTHESIS
+@given(
+    tags=st.dictionaries(
+        st.sampled_from(["ref", "mty", "cid", "dty", "did", "stc", "lco", "crd", "cha", "pri"]),
+        TAG_TEXT | st.sampled_from(["PI", "ME", "RE", "IN", "0010", "0005", "0070", "19"]),
+        max_size=8,
+    )
+)
+def test_random_requests_never_raise(tags):
+    body = "".join(f"<{name}>{value}</{name}>" for name, value in tags.items())
+    decoded = scaip.decode(f"<mrq>{body}</mrq>".encode(errors="surrogatepass"), context(device_id="fallback"))
+    assert isinstance(decoded, Decoded)
+    assert len(decoded.events) + len(decoded.rejections) <= 1
+
+
+def test_unexpected_error_becomes_a_rejection(monkeypatch):
+    def explode(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(scaip, "_meaning", explode)
+    rejection = only_rejection(run(mrq(cid="42", stc="0010")))
+    assert rejection.reason is RejectReason.INVALID_STRUCTURE
+    assert "boom" not in rejection.detail
