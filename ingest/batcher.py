@@ -70,6 +70,7 @@ class Batcher:
         settings: BatchSettings,
         *,
         now: Callable[[], datetime],
+        urgent_writer: TelemetryWriter | None = None,
         on_commit: Callable[[list[MessageRows], WriteResult], None] | None = None,
     ) -> None:
         self._writer = writer
@@ -77,6 +78,11 @@ class Batcher:
         self._settings = settings
         self._on_commit = on_commit
         self._now = now
+        self._urgent_writer = urgent_writer
+        self._urgent: list[MessageRows] = []
+        self._urgent_ready = asyncio.Event()
+        self._urgent_idle = asyncio.Event()
+        self._urgent_idle.set()
         self._current: list[tuple[MessageRows, Acknowledger]] = []
         self._opened_mono = 0.0
         self._committing = 0
@@ -99,8 +105,51 @@ class Batcher:
             self._has_data.set()
             self._idle.clear()
         self._current.append((rows, source))
+        if rows.life_safety and self._urgent_writer is not None:
+            rows.lane = "queued"
+            self._urgent.append(rows)
+            self._urgent_ready.set()
         if rows.life_safety or len(self._current) >= self._settings.max_messages:
             self._flush_now.set()
+
+    async def run_urgent(self) -> None:
+        """The life-safety fast lane: commit panic/fall/alarm messages at once.
+
+        On its own connection, so an emergency never waits behind a telemetry
+        COPY in flight. It never acknowledges: the message also stays in its
+        normal batch, which skips writing it again and acknowledges it in
+        arrival order after its own commit. If this lane fails (database
+        down), the normal batch writes it; writes are idempotent either way.
+        """
+        writer = self._urgent_writer
+        if writer is None:
+            return
+        while not self._stopping:
+            await self._urgent_ready.wait()
+            self._urgent_ready.clear()
+            # Each message has one writer at a time: the batch may have claimed some already.
+            pending = [rows for rows in self._urgent if rows.lane == "queued"]
+            self._urgent = []
+            if not pending:
+                continue
+            for rows in pending:
+                rows.lane = "writing"
+            self._urgent_idle.clear()
+            try:
+                await writer.write(pending, now=self._now())
+            except StorageUnavailableError:
+                for rows in pending:
+                    rows.lane = ""  # the batch writes them, retrying until they commit
+            else:
+                for rows in pending:
+                    rows.lane = "committed"
+            finally:
+                self._urgent_idle.set()
+
+    def stop_urgent(self) -> None:
+        """Let :meth:`run_urgent` return."""
+        self._stopping = True
+        self._urgent_ready.set()
 
     async def run(self) -> None:
         """Commit batches until :meth:`drain` has flushed the last one."""
@@ -162,7 +211,14 @@ class Batcher:
     async def _commit(self, batch: list[tuple[MessageRows, Acknowledger]]) -> None:
         messages = [rows for rows, _ in batch]
         started = time.monotonic()
-        result = await self._write_until_committed(messages)
+        if any(rows.lane == "writing" for rows in messages):
+            await self._urgent_idle.wait()  # a few ms: never write the same message twice at once
+        to_write = []
+        for rows in messages:
+            if rows.lane != "committed":
+                rows.lane = "claimed"  # the fast lane skips it from now on
+                to_write.append(rows)
+        result = await self._write_until_committed(to_write)
         committed = time.monotonic()
         self._metrics.flush_duration.observe(committed - started)
         self._metrics.batch_messages.observe(len(batch))

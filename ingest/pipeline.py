@@ -76,6 +76,10 @@ class MessageRows:
             emergency): commit it now, never behind telemetry.
         decoded: the canonical events, for the rule engine.
         alerts: the rule engine's decisions, committed with the rows.
+        lane: who writes it: "" the batch; "queued" or "writing" the
+            life-safety fast lane; "committed" the fast lane did (the batch
+            still acknowledges it, in arrival order, without writing it
+            again); "claimed" the batch took it back before the lane began.
     """
 
     envelope: Envelope
@@ -88,6 +92,7 @@ class MessageRows:
     life_safety: bool = False
     decoded: list[Event] = field(default_factory=list)
     alerts: list[AlertRequest] = field(default_factory=list)
+    lane: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -220,7 +220,8 @@ async def run_ingest(
     registry = registry or CollectorRegistry()
     metrics = IngestMetrics(registry)
     writer = TelemetryWriter(settings.dsn, alert_policy=settings.alert_policy)
-    batcher = Batcher(writer, metrics, settings.batch, now=now)
+    urgent_writer = TelemetryWriter(settings.dsn, alert_policy=settings.alert_policy)
+    batcher = Batcher(writer, metrics, settings.batch, now=now, urgent_writer=urgent_writer)
     metrics.track_queue_depth(lambda: batcher.pending)
     alerting = Alerting(RuleEngine(settings.rules), now)
     intake = Intake(settings.mqtt, Pipeline(settings.pipeline), batcher, metrics, now=now, alerting=alerting)
@@ -245,6 +246,7 @@ async def run_ingest(
         maintenance_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             batcher_task = tasks.create_task(batcher.run(), name="ingest.batcher")
+            tasks.create_task(batcher.run_urgent(), name="ingest.life_safety_lane")
             intake_task = tasks.create_task(intake.run(stop), name="ingest.intake")
             tasks.create_task(_tick(alerting, batcher, stop), name="ingest.rules_clock")
             tasks.create_task(
@@ -261,6 +263,7 @@ async def run_ingest(
             logger.info("stopping: draining uncommitted messages", extra={"event": "shutdown"})
             intake.pause()
             drained = await batcher.drain(settings.shutdown_timeout_s)
+            batcher.stop_urgent()
             if not drained:
                 batcher_task.cancel()
             maintenance_stop.set()
@@ -270,5 +273,6 @@ async def run_ingest(
         return 0
     finally:
         await writer.close()
+        await urgent_writer.close()
         if status is not None:
             await status.stop()

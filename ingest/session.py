@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,13 @@ logger = logging.getLogger(__name__)
 #: called before :meth:`MqttSession.open` returns when the broker has queued
 #: messages for a persistent session, hence the session argument.
 PublishHandler = Callable[["MqttSession", wire.Publish], None]
+
+#: PUBLISH packets handed on per event-loop pass. One socket read can hold
+#: hundreds; dispatching them all at once would hold the loop for tens of ms,
+#: and every await of the life-safety lane (each a database round trip) would
+#: wait behind it. Measured: this took the panic p99 from 160 ms to the figure
+#: in the README.
+DISPATCH_SLICE = 8
 
 #: MQTT 5 reason codes at or above this are failures (2.4).
 _FAILURE = 0x80
@@ -53,6 +61,8 @@ class MqttSession(asyncio.Protocol):
         self._keepalive_task: asyncio.Task[None] | None = None
         self._send_quota: asyncio.Semaphore | None = None
         self._outbox: list[bytes] = []
+        self._backlog: deque[wire.Packet] = deque()
+        self._reading_paused_by_owner = False
         self.closed: asyncio.Future[BaseException | None] = loop.create_future()
         self.session_present = False
 
@@ -112,14 +122,41 @@ class MqttSession(asyncio.Protocol):
             logger.exception("mqtt protocol error", extra={"event": "mqtt_protocol_error"})
             self._fail(MqttProtocolError(str(exc)))
             return
-        for packet in packets:
-            if isinstance(packet, wire.Publish):
-                self._on_publish(self, packet)
-            elif isinstance(packet, wire.ConnAck):
-                if not self._connack.done():
-                    self._connack.set_result(packet)
-            else:
-                self._on_ack(packet)
+        if not self._backlog and len(packets) <= DISPATCH_SLICE:
+            for packet in packets:
+                self._dispatch(packet)
+            return
+        if not self._backlog and self._transport is not None:
+            # Finish this read a slice per loop pass; read no more meanwhile,
+            # so arrival order and the memory bound both hold.
+            self._transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._dispatch_backlog)
+        self._backlog.extend(packets)
+
+    def _dispatch_backlog(self) -> None:
+        backlog = self._backlog
+        for _ in range(min(DISPATCH_SLICE, len(backlog))):
+            self._dispatch(backlog.popleft())
+        if backlog:
+            asyncio.get_running_loop().call_soon(self._dispatch_backlog)
+        elif (
+            self.is_open
+            and not self._reading_paused_by_owner
+            and self._transport is not None
+            and not self._transport.is_closing()
+        ):
+            self._transport.resume_reading()
+
+    def _dispatch(self, packet: wire.Packet) -> None:
+        if not self.is_open:
+            return  # never acknowledged: the broker redelivers it to the next session
+        if isinstance(packet, wire.Publish):
+            self._on_publish(self, packet)
+        elif isinstance(packet, wire.ConnAck):
+            if not self._connack.done():
+                self._connack.set_result(packet)
+        else:
+            self._on_ack(packet)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Fail everything that waits on this connection."""
@@ -198,6 +235,7 @@ class MqttSession(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         """Stop taking new messages (the broker keeps them for our session)."""
+        self._reading_paused_by_owner = True
         if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()
 

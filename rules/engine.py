@@ -18,12 +18,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devices import Event, Kind, TimeSource
 from rules.config import RulesConfig, Thresholds
 from rules.hits import Action, EvidenceValue, RuleHit, Severity
-from rules.window import Window
+from rules.window import Run, Window
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -76,6 +76,12 @@ class _Device:
     context: DeviceContext
     limits: Thresholds
     hr: Window
+    #: One run per heart-rate condition, in the order of :func:`_hr_conditions`.
+    hr_runs: tuple[Run, ...] = field(default_factory=lambda: tuple(Run() for _ in range(6)))
+    #: The six heart-rate conditions of this device's thresholds (see :func:`_hr_conditions`).
+    hr_conditions: tuple[Callable[[Any], Any], ...] = ()
+    #: Set by restores: the runs must be rebuilt from the window before use.
+    hr_runs_stale: bool = False
     watermark_ms: int = -(2**62)
     last_seen_at: datetime | None = None
     last_activity_at: datetime | None = None
@@ -167,9 +173,10 @@ class RuleEngine:
         """Put a recent reading back in its window without evaluating it."""
         device = self._device(event.device_id)
         if event.kind is Kind.HEART_RATE:
-            value = event.fields.get("bpm")
-            if isinstance(value, int | float):
-                device.hr.add(_ms(event.observed_at), float(value))
+            value = _finite(event.fields.get("bpm"))
+            if value is not None:
+                device.hr.add(_ms(event.observed_at), value)
+                device.hr_runs_stale = True
         device.watermark_ms = max(device.watermark_ms, _ms(event.observed_at))
 
     @property
@@ -267,41 +274,50 @@ class RuleEngine:
         bpm = _finite(event.fields.get("bpm"))
         if bpm is None:
             return []
-        device.hr.add(_ms(event.observed_at), float(bpm))
+        limits = device.limits
+        gap_ms = int(limits.hr_max_gap_s * 1000)
+        at_ms = _ms(event.observed_at)
+        in_order = device.hr.add(at_ms, bpm)
+        conditions = device.hr_conditions
+        if in_order and not device.hr_runs_stale:
+            held = [
+                run.update(at_ms, met=met(bpm), max_gap_ms=gap_ms)
+                for run, met in zip(device.hr_runs, conditions, strict=True)
+            ]
+        else:  # out of order, or just restored: recompute from the whole window
+            values = device.hr.values
+            newest = device.hr.newest_ms
+            assert newest is not None  # noqa: S101 - a reading was just added
+            held = []
+            for run, met in zip(device.hr_runs, conditions, strict=True):
+                held_ms = device.hr.held_for_ms(met(values), gap_ms)
+                run.reset(newest, held_ms)
+                held.append(held_ms)
+            device.hr_runs_stale = False
         if late:
             return []
-        limits = device.limits
-        values = device.hr.values
-        gap_ms = int(limits.hr_max_gap_s * 1000)
+        high_critical, high_major, high_normal, low_critical, low_major, low_normal = held
         hits: list[RuleHit] = []
         for rule, critical, major, normal in (
             (
                 "heart_rate_high",
-                device.hr.held_for_ms(values >= limits.hr_high_critical_bpm, gap_ms)
-                >= limits.hr_high_critical_s * 1000,
-                device.hr.held_for_ms(values > limits.hr_high_major_bpm, gap_ms)
-                >= limits.hr_high_major_s * 1000,
-                values <= limits.hr_high_major_bpm - limits.hr_hysteresis_bpm,
+                high_critical >= limits.hr_high_critical_s * 1000,
+                high_major >= limits.hr_high_major_s * 1000,
+                high_normal >= limits.hr_clear_after_s * 1000,
             ),
             (
                 "heart_rate_low",
-                device.hr.held_for_ms(values <= limits.hr_low_critical_bpm, gap_ms)
-                >= limits.hr_low_critical_s * 1000,
-                device.hr.held_for_ms(values < limits.hr_low_major_bpm, gap_ms)
-                >= limits.hr_low_major_s * 1000,
-                values >= limits.hr_low_major_bpm + limits.hr_hysteresis_bpm,
+                low_critical >= limits.hr_low_critical_s * 1000,
+                low_major >= limits.hr_low_major_s * 1000,
+                low_normal >= limits.hr_clear_after_s * 1000,
             ),
         ):
             level = Severity.CRITICAL if critical else Severity.MAJOR if major else None
-            evidence: dict[str, EvidenceValue] = {"bpm": float(bpm)}
             if level is not None and _RANK[level] > _RANK[device.raised.get(rule)]:
                 device.raised[rule] = level
-                hits.append(self._hit(Action.RAISE, device, rule, level, event, evidence=evidence))
-            elif (
-                rule in device.raised
-                and device.hr.held_for_ms(normal, gap_ms) >= limits.hr_clear_after_s * 1000
-            ):
-                hits.append(self._clear(device, rule, event.observed_at, evidence))
+                hits.append(self._hit(Action.RAISE, device, rule, level, event, evidence={"bpm": bpm}))
+            elif rule in device.raised and normal:
+                hits.append(self._clear(device, rule, event.observed_at, {"bpm": bpm}))
         return hits
 
     def _spo2(self, device: _Device, event: Event, _received_at: datetime, late: bool) -> list[RuleHit]:
@@ -508,6 +524,7 @@ class RuleEngine:
             )
             horizon_s = longest_s + limits.hr_max_gap_s
             device = _Device(device_id, context, limits, Window(int(horizon_s * 1000)))
+            device.hr_conditions = _hr_conditions(limits)
             self._devices[device_id] = device
         return device
 
@@ -554,6 +571,24 @@ class RuleEngine:
             triggered_at=at,
             evidence=evidence,
         )
+
+
+def _hr_conditions(limits: Thresholds) -> tuple[Callable[[Any], Any], ...]:
+    """The six heart-rate conditions; each works on a number or a numpy array.
+
+    high critical, high major, back to normal from high, low critical, low
+    major, back to normal from low.
+    """
+    high_normal = limits.hr_high_major_bpm - limits.hr_hysteresis_bpm
+    low_normal = limits.hr_low_major_bpm + limits.hr_hysteresis_bpm
+    return (
+        lambda v: v >= limits.hr_high_critical_bpm,
+        lambda v: v > limits.hr_high_major_bpm,
+        lambda v: v <= high_normal,
+        lambda v: v <= limits.hr_low_critical_bpm,
+        lambda v: v < limits.hr_low_major_bpm,
+        lambda v: v >= low_normal,
+    )
 
 
 def _finite(value: object) -> float | None:
