@@ -215,11 +215,20 @@ async def _raise(
         row = await cursor.fetchone()
         assert row is not None  # noqa: S101 - RETURNING
         alert_id = int(row[0])
-        await _occurrence(conn, alert_id, request, now)
-        await _audit(
-            conn, alert_id, now, SYSTEM_ACTOR, "raised", None, State.OPEN, detail=dict(request.evidence or {})
-        )
-        await _outbox(conn, alert_id, request.severity, "raised", now)
+        # Three independent inserts in one round trip: this is the panic's critical path.
+        async with conn.pipeline():
+            await _occurrence(conn, alert_id, request, now)
+            await _audit(
+                conn,
+                alert_id,
+                now,
+                SYSTEM_ACTOR,
+                "raised",
+                None,
+                State.OPEN,
+                detail=dict(request.evidence or {}),
+            )
+            await _outbox(conn, alert_id, request.severity, "raised", now)
         return 1
     alert_id, severity, _priority, state = current
     await _occurrence(conn, alert_id, request, now)
