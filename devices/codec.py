@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.events import Event, FieldValue, Kind
 from devices.timing import TimePolicy
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from devices.canonical import Decoded
+    from devices.errors import RejectReason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,3 +47,57 @@ class Codec(Protocol):
     def __call__(self, payload: bytes, context: DecodeContext) -> Decoded:
         """Return the events and rejections ``payload`` yields."""
         ...
+
+
+@dataclass(slots=True)
+class EventSink:
+    """Collects the events and rejections of one payload; every event is built by make_event.
+
+    Codecs subclass it to add what identifies an event within their format
+    (the ``identity`` they pass to :meth:`emit` becomes its stable key).
+    """
+
+    device_id: str
+    context: DecodeContext
+    events: list[Event] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def emit(
+        self,
+        kind: Kind,
+        fields: dict[str, FieldValue],
+        *,
+        device_time: datetime | None,
+        identity: dict[str, object],
+        time_required: bool = False,
+        flags: frozenset[str] = frozenset(),
+    ) -> None:
+        """Build one event, or record the rejection make_event decides on."""
+        if device_time is None:
+            # The payload alone does not tell two identical presses apart (the alert
+            # store never counts an occurrence key twice): the receive time does.
+            identity["received_at"] = self.context.received_at.isoformat()
+        outcome = make_event(
+            device_id=self.device_id,
+            kind=kind,
+            device_time=device_time,
+            fields=fields,
+            msg_id=None,
+            event_key=event_key(kind, None, identity),
+            flags=flags,
+            received_at=self.context.received_at,
+            policy=self.context.policy,
+            time_required=time_required,
+        )
+        if isinstance(outcome, Event):
+            self.events.append(outcome)
+        else:
+            self.rejections.append(outcome)
+
+    def reject(self, reason: RejectReason, detail: str) -> None:
+        """Record a rejected part of the payload."""
+        self.rejections.append(Rejection(reason, detail))
+
+    def result(self) -> Decoded:
+        """Return what the payload yielded."""
+        return Decoded(self.events, self.rejections)

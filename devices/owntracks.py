@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeGuard
 
-from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.canonical import Decoded, Rejection
+from devices.codec import EventSink
 from devices.errors import RejectReason
-from devices.events import Event, FieldValue, Kind
+from devices.events import FieldValue, Kind
 
 if TYPE_CHECKING:
     from devices.codec import DecodeContext
@@ -76,14 +77,10 @@ class _FieldError(Exception):
 
 
 @dataclass(slots=True)
-class _Sink:
-    """Collects the events and rejections of one payload."""
+class _Sink(EventSink):
+    """An OwnTracks event is identified by the payload's text and its place in it."""
 
-    device_id: str
-    context: DecodeContext
-    source: str
-    events: list[Event] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
+    source: str = ""
 
     def add(
         self,
@@ -95,34 +92,8 @@ class _Sink:
     ) -> None:
         """Build one event (or the rejection make_event decides on)."""
         index = len(self.events) + len(self.rejections)
-        item: dict[str, object] = {"payload": self.source, "index": index, "kind": kind.value}
-        if device_time is None:
-            # An LWT payload is the same every time: the receive time tells them apart.
-            item["received_at"] = self.context.received_at.isoformat()
-        outcome = make_event(
-            device_id=self.device_id,
-            kind=kind,
-            device_time=device_time,
-            fields=fields,
-            msg_id=None,
-            event_key=event_key(kind, None, item),
-            flags=frozenset(),
-            received_at=self.context.received_at,
-            policy=self.context.policy,
-            time_required=time_required,
-        )
-        if isinstance(outcome, Event):
-            self.events.append(outcome)
-        else:
-            self.rejections.append(outcome)
-
-    def reject(self, reason: RejectReason, detail: str) -> None:
-        """Record a rejected part of the payload."""
-        self.rejections.append(Rejection(reason, detail))
-
-    def result(self) -> Decoded:
-        """Return what the payload yielded."""
-        return Decoded(self.events, self.rejections)
+        identity: dict[str, object] = {"payload": self.source, "index": index, "kind": kind.value}
+        self.emit(kind, fields, device_time=device_time, identity=identity, time_required=time_required)
 
 
 def decode(payload: bytes, context: DecodeContext) -> Decoded:
@@ -162,7 +133,7 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
         return _rejected(RejectReason.MISSING_FIELD, "_type is missing")
     if not isinstance(message_type, str):
         return _rejected(RejectReason.WRONG_TYPE, "_type must be a string")
-    sink = _Sink(device_id, context, payload.decode("utf-8", errors="replace"))
+    sink = _Sink(device_id, context, source=payload.decode("utf-8", errors="replace"))
     match message_type.strip().lower():
         case "location":
             _decode_location(sink, document)

@@ -71,9 +71,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.canonical import Decoded, Rejection
+from devices.codec import EventSink
 from devices.errors import RejectReason
-from devices.events import Event, FieldValue, Kind
+from devices.events import FieldValue, Kind
 from devices.timing import TimestampError, parse_ts
 
 if TYPE_CHECKING:
@@ -101,14 +102,10 @@ _MAX_PERCENT = 100
 
 
 @dataclass(slots=True)
-class _Sink:
-    """Collects the events and rejections of one payload."""
+class _Sink(EventSink):
+    """A z2m event is identified by the payload's text and its place in it."""
 
-    device_id: str
-    context: DecodeContext
-    source: str
-    events: list[Event] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
+    source: str = ""
     emitted: set[tuple[Kind, tuple[tuple[str, FieldValue], ...]]] = field(default_factory=set)
 
     def add(
@@ -124,35 +121,12 @@ class _Sink:
         if signature in self.emitted:
             return
         self.emitted.add(signature)
-        item: dict[str, object] = {"payload": self.source, "index": len(self.emitted) - 1, "kind": kind.value}
-        if device_time is None:
-            # The payload alone does not tell two identical presses apart (the alert store
-            # never raises an occurrence key twice): the receive time does.
-            item["received_at"] = self.context.received_at.isoformat()
-        outcome = make_event(
-            device_id=self.device_id,
-            kind=kind,
-            device_time=device_time,
-            fields=fields,
-            msg_id=None,
-            event_key=event_key(kind, None, item),
-            flags=flags,
-            received_at=self.context.received_at,
-            policy=self.context.policy,
-            time_required=False,
-        )
-        if isinstance(outcome, Event):
-            self.events.append(outcome)
-        else:
-            self.rejections.append(outcome)
-
-    def reject(self, reason: RejectReason, detail: str) -> None:
-        """Record a rejected part of the payload."""
-        self.rejections.append(Rejection(reason, detail))
-
-    def result(self) -> Decoded:
-        """Return what the payload yielded."""
-        return Decoded(self.events, self.rejections)
+        identity: dict[str, object] = {
+            "payload": self.source,
+            "index": len(self.emitted) - 1,
+            "kind": kind.value,
+        }
+        self.emit(kind, fields, device_time=device_time, identity=identity, flags=flags)
 
 
 def decode(payload: bytes, context: DecodeContext) -> Decoded:
@@ -182,7 +156,7 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     device_id = context.device_id or name
     if not device_id:
         return _rejected(RejectReason.MISSING_FIELD, "no device identity")
-    sink = _Sink(device_id, context, payload.decode("utf-8", errors="replace"))
+    sink = _Sink(device_id, context, source=payload.decode("utf-8", errors="replace"))
     if subtopic == _ACTION:
         # The legacy action sensor publishes the bare action name, never JSON.
         _decode_word(sink, sink.source.strip().strip('"').strip(), subtopic)
