@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.errors import RejectReason
 from devices.events import Event, FieldValue, Kind
 from devices.timing import TimePolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
-
-    from devices.errors import RejectReason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,3 +101,24 @@ class EventSink:
     def result(self) -> Decoded:
         """Return what the payload yielded."""
         return Decoded(self.events, self.rejections)
+
+
+def rejected(reason: RejectReason, detail: str) -> Decoded:
+    """A payload that yields nothing but one rejection."""
+    return Decoded([], [Rejection(reason, detail)])
+
+
+def guarded(
+    decoder: Callable[[bytes, DecodeContext], Decoded], payload: bytes, context: DecodeContext, *, detail: str
+) -> Decoded:
+    """Run a codec's decoder so that it never raises.
+
+    A codec bug must not stop the pipeline nor lose the message: any
+    unexpected exception becomes an ``invalid_structure`` rejection (with a
+    fixed ``detail``, never the exception's text, which may quote the payload),
+    and the payload is quarantined with its raw bytes.
+    """
+    try:
+        return decoder(payload, context)
+    except Exception:  # noqa: BLE001 - a codec never raises; the payload is quarantined instead
+        return rejected(RejectReason.INVALID_STRUCTURE, detail)

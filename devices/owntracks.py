@@ -52,12 +52,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeGuard
 
-from devices.canonical import Decoded, Rejection
-from devices.codec import EventSink
+from devices.codec import EventSink, guarded, rejected
 from devices.errors import RejectReason
 from devices.events import FieldValue, Kind
 
 if TYPE_CHECKING:
+    from devices.canonical import Decoded
     from devices.codec import DecodeContext
 
 _BASE_TOPIC = "owntracks"
@@ -108,31 +108,24 @@ def decode(payload: bytes, context: DecodeContext) -> Decoded:
     Returns:
         The events and rejections the payload yields.
     """
-    try:
-        return _decode(payload, context)
-    except Exception:  # noqa: BLE001 - a codec never raises; the payload is quarantined instead
-        return _rejected(RejectReason.INVALID_STRUCTURE, "unexpected error in an OwnTracks payload")
-
-
-def _rejected(reason: RejectReason, detail: str) -> Decoded:
-    return Decoded([], [Rejection(reason, detail)])
+    return guarded(_decode, payload, context, detail="unexpected error in an OwnTracks payload")
 
 
 def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     try:
         document: object = json.loads(payload)
     except (ValueError, RecursionError):
-        return _rejected(RejectReason.MALFORMED_JSON, "OwnTracks payload is not JSON")
+        return rejected(RejectReason.MALFORMED_JSON, "OwnTracks payload is not JSON")
     if not isinstance(document, dict):
-        return _rejected(RejectReason.INVALID_STRUCTURE, "OwnTracks payload must be a JSON object")
+        return rejected(RejectReason.INVALID_STRUCTURE, "OwnTracks payload must be a JSON object")
     device_id = context.device_id or _identity(context.topic) or _identity(document.get("topic"))
     if not device_id:
-        return _rejected(RejectReason.MISSING_FIELD, "no device identity")
+        return rejected(RejectReason.MISSING_FIELD, "no device identity")
     message_type = document.get("_type")
     if message_type is None:
-        return _rejected(RejectReason.MISSING_FIELD, "_type is missing")
+        return rejected(RejectReason.MISSING_FIELD, "_type is missing")
     if not isinstance(message_type, str):
-        return _rejected(RejectReason.WRONG_TYPE, "_type must be a string")
+        return rejected(RejectReason.WRONG_TYPE, "_type must be a string")
     sink = _Sink(device_id, context, source=payload.decode("utf-8", errors="replace"))
     match message_type.strip().lower():
         case "location":

@@ -63,6 +63,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.codec import guarded, rejected
 from devices.errors import RejectReason
 from devices.events import Event, FieldValue, Kind
 
@@ -99,14 +100,7 @@ def decode(payload: bytes, context: DecodeContext) -> Decoded:
     Returns:
         The events and rejections the payload yields.
     """
-    try:
-        return _decode(payload, context)
-    except Exception:  # noqa: BLE001 - a codec never raises; the payload is quarantined instead
-        return _rejected(RejectReason.INVALID_STRUCTURE, "unexpected error in a SCAIP payload")
-
-
-def _rejected(reason: RejectReason, detail: str) -> Decoded:
-    return Decoded([], [Rejection(reason, detail)])
+    return guarded(_decode, payload, context, detail="unexpected error in a SCAIP payload")
 
 
 def _decode(payload: bytes, context: DecodeContext) -> Decoded:
@@ -116,7 +110,7 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
         return Decoded([], [tags])
     device_id = tags.get("cid") or context.device_id
     if not device_id:
-        return _rejected(RejectReason.MISSING_FIELD, "no device identity")
+        return rejected(RejectReason.MISSING_FIELD, "no device identity")
     outcome = _meaning(tags)
     if outcome is None:
         return Decoded([], [])

@@ -61,6 +61,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.codec import guarded
 from devices.errors import RejectReason
 from devices.events import LIFE_SAFETY_KINDS, Event, FieldValue, Kind
 from devices.timing import TimestampError, parse_ts
@@ -148,10 +149,7 @@ def decode(payload: bytes, context: DecodeContext) -> Decoded:
 
     Never raises: an unexpected failure becomes an ``invalid_structure`` rejection.
     """
-    try:
-        return _decode(payload, context)
-    except Exception:  # noqa: BLE001 - a codec must turn any failure into a rejection
-        return Decoded([], [Rejection(RejectReason.INVALID_STRUCTURE, "payload could not be decoded")])
+    return guarded(_decode, payload, context, detail="payload could not be decoded")
 
 
 def _decode(payload: bytes, context: DecodeContext) -> Decoded:

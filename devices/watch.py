@@ -83,6 +83,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from devices.canonical import Decoded, Rejection, event_key, make_event
+from devices.codec import guarded
 from devices.errors import RejectReason
 from devices.events import Event, FieldValue, Kind
 
@@ -166,10 +167,12 @@ def decode(payload: bytes, context: DecodeContext) -> Decoded:
     Returns:
         The events of every frame, in frame order, and the rejected parts. Never raises.
     """
-    try:
-        return _decode(bytes(payload), context)
-    except Exception:  # noqa: BLE001 - a codec must turn any failure into a rejection
-        return Decoded([], [Rejection(RejectReason.INVALID_STRUCTURE, "watch payload could not be decoded")])
+    return guarded(
+        lambda data, ctx: _decode(bytes(data), ctx),
+        payload,
+        context,
+        detail="watch payload could not be decoded",
+    )
 
 
 def _decode(payload: bytes, context: DecodeContext) -> Decoded:

@@ -72,7 +72,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from devices.canonical import Decoded, Rejection
-from devices.codec import EventSink
+from devices.codec import EventSink, guarded, rejected
 from devices.errors import RejectReason
 from devices.events import FieldValue, Kind
 from devices.timing import TimestampError, parse_ts
@@ -141,21 +141,14 @@ def decode(payload: bytes, context: DecodeContext) -> Decoded:
     Returns:
         The events and rejections the payload yields.
     """
-    try:
-        return _decode(payload, context)
-    except Exception:  # noqa: BLE001 - a codec never raises; the payload is quarantined instead
-        return _rejected(RejectReason.INVALID_STRUCTURE, "unexpected error while decoding a z2m payload")
-
-
-def _rejected(reason: RejectReason, detail: str) -> Decoded:
-    return Decoded([], [Rejection(reason, detail)])
+    return guarded(_decode, payload, context, detail="unexpected error while decoding a z2m payload")
 
 
 def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     name, subtopic = _split_topic(context.topic)
     device_id = context.device_id or name
     if not device_id:
-        return _rejected(RejectReason.MISSING_FIELD, "no device identity")
+        return rejected(RejectReason.MISSING_FIELD, "no device identity")
     sink = _Sink(device_id, context, source=payload.decode("utf-8", errors="replace"))
     if subtopic == _ACTION:
         # The legacy action sensor publishes the bare action name, never JSON.
