@@ -29,6 +29,10 @@ class RejectReason(StrEnum):
     INTERNAL_ERROR = "internal_error"
     #: The database refused the decoded rows (a value it cannot hold).
     STORAGE_REJECTED = "storage_rejected"
+    #: The registry is enforced and knows no such device.
+    UNKNOWN_DEVICE = "unknown_device"
+    #: The device is registered under another gateway than the topic's.
+    GATEWAY_MISMATCH = "gateway_mismatch"
 
 
 class DevicesError(Exception):
@@ -47,4 +51,21 @@ class DecodeError(DevicesError):
     def __init__(self, reason: RejectReason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.detail = detail
+
+
+class RegistryError(DevicesError):
+    """A registry record or import file is invalid.
+
+    Attributes:
+        source: the file (or ``<args>``) the record came from.
+        line: its 1-based line number, 0 when not from a file.
+        detail: what is wrong, naming the column.
+    """
+
+    def __init__(self, source: str, line: int, detail: str) -> None:
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {detail}")
+        self.source = source
+        self.line = line
         self.detail = detail

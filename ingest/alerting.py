@@ -24,7 +24,8 @@ from devices import Event, Kind
 from ingest.envelope import Envelope
 from ingest.errors import MqttError
 from ingest.pipeline import MessageRows
-from rules import Action, RuleEngine, RuleHit, Severity
+from ingest.presence import Presence
+from rules import Action, RuleEngine, RuleHit, Severity, unverified_alarm
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,16 +60,25 @@ class Alerting:
 
     def __init__(self, engine: RuleEngine, now: Callable[[], datetime]) -> None:
         self.engine = engine
+        self.presence = Presence(engine.silence_limit_s)
         self._now = now
 
     def observe(self, rows: MessageRows) -> None:
         """Run the rules over a decoded message and attach their decisions."""
         received_at = rows.envelope.received_at
+        note = self.presence.note
         for event in rows.decoded:
+            note(event, gateway_id=rows.gateway_id, received_at=received_at)
             for hit in self.engine.observe(event, received_at=received_at):
                 rows.alerts.append(to_request(hit))
                 if hit.action is Action.RAISE and hit.emergency:
                     rows.life_safety = True
+        for event, reason in rows.unverified:
+            hit = unverified_alarm(
+                event, reason=reason.value, gateway_id=rows.gateway_id, received_at=received_at
+            )
+            rows.alerts.append(to_request(hit))
+            rows.life_safety = True
 
     def tick(self) -> MessageRows | None:
         """Decisions of the service clock (silence, expired fall windows), as a synthetic batch entry."""
@@ -108,10 +118,14 @@ class Alerting:
                 )
             )
         cursor = await conn.execute(
-            "SELECT device_id, max(received_at),"
-            " max(received_at) FILTER (WHERE kind NOT IN ('heartbeat', 'battery'))"
-            " FROM device_events WHERE received_at > %s GROUP BY device_id",
-            (self._now() - timedelta(days=2),),
+            "SELECT device_id, max(last_seen), max(last_activity) FROM ("
+            "  SELECT device_id, max(received_at) AS last_seen,"
+            "  max(received_at) FILTER (WHERE kind NOT IN ('heartbeat', 'battery')) AS last_activity"
+            "  FROM device_events WHERE received_at > %s GROUP BY device_id"
+            "  UNION ALL"  # readings-only devices (sensors) are known from presence
+            "  SELECT device_id, last_seen_at, NULL FROM device_presence WHERE last_seen_at > %s"
+            ") seen GROUP BY device_id",
+            (self._now() - timedelta(days=2),) * 2,
         )
         for device_id, last_seen, last_activity in await cursor.fetchall():
             self.engine.restore_seen(device_id, last_seen_at=last_seen, last_activity_at=last_activity)

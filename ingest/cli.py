@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
-import os
 import signal
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 import psycopg
 
@@ -25,12 +24,13 @@ import alerts
 from alerts import State
 from devices import DecodeContext, Event, parse_ts
 from devices.codecs import CODECS
+from devices.registry import Enforcement
 from ingest.errors import ConfigError
+from ingest.options import add_dsn, add_rules, env
 from ingest.schema import TimescaleMode, migrate
 from ingest.service import run_ingest
 from ingest.settings import (
     DEFAULT_CLIENT_ID,
-    DEFAULT_DSN,
     DEFAULT_METRICS_PORT,
     DEFAULT_MQTT_URL,
     IngestSettings,
@@ -44,23 +44,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("carewatch")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def _add_dsn(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dsn",
-        default=_env("CAREWATCH_DSN", DEFAULT_DSN),
-        help="libpq connection string of the database (env CAREWATCH_DSN; default %(default)r)",
-    )
-
-
 def _add_timescale(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timescale",
         choices=[m.value for m in TimescaleMode],
-        default=_env("CAREWATCH_TIMESCALE", TimescaleMode.AUTO.value),
+        default=env("CAREWATCH_TIMESCALE", TimescaleMode.AUTO.value),
         help="use the TimescaleDB extension: auto (when present), require, off (env CAREWATCH_TIMESCALE)",
     )
 
@@ -73,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default=_env("CAREWATCH_LOG_LEVEL", "INFO"),
+        default=env("CAREWATCH_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -86,45 +74,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--mqtt-url",
-        default=_env("CAREWATCH_MQTT_URL", DEFAULT_MQTT_URL),
+        default=env("CAREWATCH_MQTT_URL", DEFAULT_MQTT_URL),
         help="mqtt://[user:pass@]host:port, or mqtts:// for TLS "
         "(env CAREWATCH_MQTT_URL; default %(default)s)",
     )
     ingest.add_argument(
         "--client-id",
-        default=_env("CAREWATCH_MQTT_CLIENT_ID", DEFAULT_CLIENT_ID),
+        default=env("CAREWATCH_MQTT_CLIENT_ID", DEFAULT_CLIENT_ID),
         help="MQTT client id; the broker keeps the session under it (env CAREWATCH_MQTT_CLIENT_ID)",
     )
-    _add_dsn(ingest)
+    add_dsn(ingest)
     ingest.add_argument(
         "--metrics-port",
         type=int,
-        default=int(_env("CAREWATCH_METRICS_PORT", str(DEFAULT_METRICS_PORT))),
+        default=int(env("CAREWATCH_METRICS_PORT", str(DEFAULT_METRICS_PORT))),
         help="port of /metrics, /healthz and /readyz; 0 disables "
         "(env CAREWATCH_METRICS_PORT; default %(default)s)",
     )
     ingest.add_argument(
         "--metrics-host",
-        default=_env("CAREWATCH_METRICS_HOST", "0.0.0.0"),  # noqa: S104 - scraped from another host
+        default=env("CAREWATCH_METRICS_HOST", "0.0.0.0"),  # noqa: S104 - scraped from another host
         help="address the metrics endpoint binds (env CAREWATCH_METRICS_HOST; default %(default)s)",
     )
     ingest.add_argument(
         "--receive-maximum",
         type=int,
-        default=int(_env("CAREWATCH_MQTT_RECEIVE_MAXIMUM", "10000")),
+        default=int(env("CAREWATCH_MQTT_RECEIVE_MAXIMUM", "10000")),
         help="most unacknowledged messages held at once: bounds memory during a database outage",
     )
     _add_timescale(ingest)
+    add_rules(ingest)
     ingest.add_argument(
-        "--rules",
-        type=Path,
-        default=os.environ.get("CAREWATCH_RULES") or None,
-        help="TOML file of rule thresholds per profile, elder and device (env CAREWATCH_RULES)",
+        "--registry",
+        choices=[m.value for m in Enforcement],
+        default=env("CAREWATCH_REGISTRY", Enforcement.AUTO.value),
+        help="quarantine unknown and mismatched devices: auto (once any device is registered), "
+        "enforce (always), off (env CAREWATCH_REGISTRY; default %(default)s)",
     )
     ingest.add_argument(
         "--escalate-after-s",
         type=float,
-        default=float(_env("CAREWATCH_ESCALATE_AFTER_S", "60")),
+        default=float(env("CAREWATCH_ESCALATE_AFTER_S", "60")),
         help="escalate a critical alert not acknowledged this long, and again each time "
         "(env CAREWATCH_ESCALATE_AFTER_S; default %(default)s)",
     )
@@ -132,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_migrate = db_commands.add_parser("migrate", help="apply the schema (idempotent)")
-    _add_dsn(db_migrate)
+    add_dsn(db_migrate)
     _add_timescale(db_migrate)
 
     alerts_cmd = commands.add_parser("alerts", help="list and work alerts")
@@ -140,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = alert_commands.add_parser("list", help="alerts, most urgent first")
     listing.add_argument("--state", choices=[s.value for s in State], help="only alerts in this state")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    _add_dsn(listing)
+    add_dsn(listing)
     for action, verb in (
         ("ack", "acknowledge"),
         ("dispatch", "mark a responder sent for"),
@@ -151,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--by", required=True, help="who does it (recorded in the audit trail)")
         if action == "resolve":
             sub.add_argument("--note", help="what happened")
-        _add_dsn(sub)
+        add_dsn(sub)
 
     dispatch = commands.add_parser("dispatch", help="the dispatch queue")
     dispatch_commands = dispatch.add_subparsers(
@@ -162,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     claim.add_argument(
         "--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for an alert to arrive"
     )
-    _add_dsn(claim)
+    add_dsn(claim)
 
     decode = commands.add_parser(
         "decode",
@@ -184,7 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("demo", help="run the whole pipeline on an embedded default (coming: issue 5)")
+    for module in _command_modules():
+        module.add_commands(commands)
     return parser
+
+
+class CommandModule(Protocol):
+    """A module that contributes sub-commands: each parser sets ``handler`` via ``set_defaults``."""
+
+    def add_commands(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        """Add this module's sub-commands; each sets ``handler=(args) -> exit status``."""
+
+
+#: Sub-command families kept in their own modules (imported lazily: ``decode`` stays fast).
+_COMMAND_MODULE_NAMES = ("ingest.commands_devices",)
+
+
+def _command_modules() -> list[CommandModule]:
+    return [cast("CommandModule", importlib.import_module(name)) for name in _COMMAND_MODULE_NAMES]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,8 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "decode": _decode,
         "demo": _demo,
     }
+    handler = getattr(args, "handler", None) or handlers[args.command]
     try:
-        return handlers[args.command](args)
+        return handler(args)
     except (ConfigError, RulesConfigError) as exc:
         print(f"carewatch: {exc}", file=sys.stderr)
         return 2
@@ -230,6 +238,7 @@ def _ingest(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
         timescale=TimescaleMode(args.timescale),
+        registry=Enforcement(args.registry),
     )
 
     async def run() -> int:

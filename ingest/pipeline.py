@@ -26,6 +26,7 @@ from devices import (
     parse_topic,
 )
 from devices.codecs import codec_for
+from devices.registry import Registry
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from alerts import AlertRequest
     from devices import FieldValue
+    from devices.registry import Device
     from ingest.envelope import Envelope
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,11 @@ class MessageRows:
             emergency): commit it now, never behind telemetry.
         decoded: the canonical events, for the rule engine.
         alerts: the rule engine's decisions, committed with the rows.
+        unverified: panic, fall and alarm events from devices the registry
+            does not trust here (unknown, or under another gateway), with
+            the reason: stored and put in front of an operator, never fed
+            to the rules as the elder's own.
+        gateway_id: the gateway of the topic ('' when the topic was invalid).
         lane: who writes it: "" the batch; "queued" or "writing" the
             life-safety fast lane; "committed" the fast lane did (the batch
             still acknowledges it, in arrival order, without writing it
@@ -92,6 +99,8 @@ class MessageRows:
     life_safety: bool = False
     decoded: list[Event] = field(default_factory=list)
     alerts: list[AlertRequest] = field(default_factory=list)
+    unverified: list[tuple[Event, RejectReason]] = field(default_factory=list)
+    gateway_id: str = ""
     lane: str = ""
 
 
@@ -110,10 +119,16 @@ class PipelineSettings:
 
 
 class Pipeline:
-    """Turns envelopes into rows."""
+    """Turns envelopes into rows.
 
-    def __init__(self, settings: PipelineSettings) -> None:
+    Attributes:
+        registry: the device registry snapshot; the service swaps in a new
+            one when the tables change (a plain attribute read per event).
+    """
+
+    def __init__(self, settings: PipelineSettings, registry: Registry | None = None) -> None:
         self._settings = settings
+        self.registry = registry or Registry()
 
     def process(self, envelope: Envelope) -> MessageRows:
         """Decode one message into the rows it must be stored as."""
@@ -142,6 +157,7 @@ class Pipeline:
             detail = f"{len(envelope.payload)} bytes > limit {self._settings.max_payload_bytes}"
             quarantine(rows, RejectReason.PAYLOAD_TOO_LARGE, detail, parts.gateway_id, parts.device_id)
             return
+        rows.gateway_id = parts.gateway_id
         codec = codec_for(parts.channel)
         if codec is None:
             detail = f"no codec for channel {parts.channel!r}"
@@ -154,18 +170,46 @@ class Pipeline:
             policy=self._settings.time_policy,
         )
         decoded = codec(envelope.payload, context)
+        registry = self.registry
+        untrusted: list[str] = []
+        reason: RejectReason | None = None
         for event in decoded.events:
-            add_event(rows, event, parts.gateway_id)
+            verdict = registry.check(event.device_id, parts.gateway_id)
+            if verdict.reason is None:
+                add_event(rows, event, parts.gateway_id)
+                continue
+            reason = reason or verdict.reason
+            untrusted.append(_untrusted_detail(event, verdict.reason, verdict.device))
+            if event.is_life_safety:
+                add_event(rows, event, parts.gateway_id, flag=verdict.reason.value)
+                rows.unverified.append((event, verdict.reason))
         if decoded.rejections:
-            first = decoded.rejections[0]
-            detail = "; ".join(r.detail for r in decoded.rejections)
-            quarantine(rows, first.reason, detail, parts.gateway_id, parts.device_id)
+            reason = decoded.rejections[0].reason
+        if reason is not None:
+            detail = "; ".join([r.detail for r in decoded.rejections] + untrusted)
+            quarantine(rows, reason, detail, parts.gateway_id, parts.device_id)
 
 
-def add_event(rows: MessageRows, event: Event, gateway_id: str) -> None:
-    """Append the row an event is stored as."""
+def _untrusted_detail(event: Event, reason: RejectReason, device: Device | None) -> str:
+    kept = "; kept for an operator" if event.is_life_safety else ""
+    if reason is RejectReason.GATEWAY_MISMATCH and device is not None:
+        return f"{event.kind.value} of {event.device_id} (registered under {device.gateway_id}){kept}"
+    return f"{event.kind.value} of unregistered {event.device_id}{kept}"
+
+
+def add_event(rows: MessageRows, event: Event, gateway_id: str, *, flag: str | None = None) -> None:
+    """Append the row an event is stored as.
+
+    Args:
+        rows: the message's rows.
+        event: the canonical event.
+        gateway_id: the gateway of the topic it came on.
+        flag: set for an event the registry does not trust: stored with this
+            flag and kept away from the rules.
+    """
     envelope = rows.envelope
-    rows.decoded.append(event)
+    if flag is None:
+        rows.decoded.append(event)
     reading = READING_METRICS.get(event.kind)
     if reading is not None:
         metric, field_name = reading
@@ -196,7 +240,7 @@ def add_event(rows: MessageRows, event: Event, gateway_id: str) -> None:
             None if event.msg_id is None else _text(event.msg_id),
             event.time_source.value,
             event.device_time,
-            sorted(event.flags),
+            sorted(event.flags if flag is None else {*event.flags, flag}),
             envelope.received_at,
             # A redelivered event filed under its receive time has no stable
             # identity; the writer checks for an earlier copy instead.

@@ -34,8 +34,10 @@ HYPERTABLES: tuple[tuple[str, str, str], ...] = (
     ("quarantine", "received_at", "7 days"),
 )
 
-#: Packages whose ``sql/NNN_*.sql`` files are migrations, in dependency order.
-MIGRATION_PACKAGES: tuple[str, ...] = ("ingest", "alerts")
+#: Packages whose ``sql/NNN_*.sql`` files are migrations. Migrations apply by
+#: number across packages (``NNN``), then in this order, so a later number may
+#: build on any package's earlier tables (dashboard views join all of them).
+MIGRATION_PACKAGES: tuple[str, ...] = ("ingest", "devices", "alerts")
 
 
 class TimescaleMode(StrEnum):
@@ -77,16 +79,15 @@ class SchemaError(psycopg.Error):
 
 def migrations() -> list[tuple[str, str]]:
     """Every migration as (name, SQL), in the order they apply."""
-    found: list[tuple[str, str]] = []
-    for package in MIGRATION_PACKAGES:
+    found: list[tuple[int, int, str, str]] = []
+    for rank, package in enumerate(MIGRATION_PACKAGES):
         folder = resources.files(package) / "sql"
-        names = sorted(
-            entry.name
+        found.extend(
+            (int(entry.name[:3]), rank, f"{package}/{entry.name}", entry.read_text())
             for entry in folder.iterdir()
             if entry.name.endswith(".sql") and entry.name[:3].isdigit()
         )
-        found.extend((f"{package}/{name}", (folder / name).read_text()) for name in names)
-    return found
+    return [(name, text) for _, _, name, text in sorted(found)]
 
 
 async def migrate(

@@ -28,9 +28,11 @@ from ingest.errors import MqttConnectError, MqttError
 from ingest.http import StatusServer
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline
+from ingest.registry import context_resolver
 from ingest.schema import StorageInfo, migrate
 from ingest.session import MqttSession
 from ingest.storage import TelemetryWriter
+from ingest.supervision import Supervision
 from rules import RuleEngine
 
 if TYPE_CHECKING:
@@ -209,6 +211,13 @@ async def _tick(alerting: Alerting, batcher: Batcher, stop: asyncio.Event, inter
                 await stop.wait()
 
 
+async def _restore(dsn: str, supervision: Supervision, alerting: Alerting) -> None:
+    """Load the registry, then the rules' state (which needs the registry's profiles)."""
+    async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=10) as conn:
+        await supervision.reload(conn)
+        await alerting.restore(conn)
+
+
 async def run_ingest(
     settings: IngestSettings,
     stop: asyncio.Event,
@@ -223,8 +232,13 @@ async def run_ingest(
     urgent_writer = TelemetryWriter(settings.dsn, alert_policy=settings.alert_policy)
     batcher = Batcher(writer, metrics, settings.batch, now=now, urgent_writer=urgent_writer)
     metrics.track_queue_depth(lambda: batcher.pending)
-    alerting = Alerting(RuleEngine(settings.rules), now)
-    intake = Intake(settings.mqtt, Pipeline(settings.pipeline), batcher, metrics, now=now, alerting=alerting)
+    pipeline = Pipeline(settings.pipeline)
+    engine = RuleEngine(
+        settings.rules, context=context_resolver(lambda: pipeline.registry, settings.rules, now)
+    )
+    alerting = Alerting(engine, now)
+    supervision = Supervision(pipeline, engine, alerting.presence, enforcement=settings.registry)
+    intake = Intake(settings.mqtt, pipeline, batcher, metrics, now=now, alerting=alerting)
 
     def ready() -> tuple[bool, str]:
         checks = {"mqtt": intake.connected, "database": batcher.database_ok or batcher.pending == 0}
@@ -239,8 +253,7 @@ async def run_ingest(
         if info is None:
             return 0
         metrics.storage.info({"backend": info.backend, "license": info.license or "none"})
-        async with await psycopg.AsyncConnection.connect(settings.dsn, connect_timeout=10) as conn:
-            await alerting.restore(conn)
+        await _restore(settings.dsn, supervision, alerting)
         batcher.database_ok = True
         metrics.db_up.set(1)
         maintenance_stop = asyncio.Event()
@@ -259,6 +272,7 @@ async def run_ingest(
                 ),
                 name="ingest.alert_maintenance",
             )
+            tasks.create_task(supervision.run(settings.dsn, maintenance_stop), name="ingest.supervision")
             await stop.wait()
             logger.info("stopping: draining uncommitted messages", extra={"event": "shutdown"})
             intake.pause()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from alerts import AlertPolicy
+from devices.registry import Enforcement
 from ingest.batcher import BatchSettings
 from ingest.errors import ConfigError
 from ingest.pipeline import PipelineSettings
@@ -85,6 +86,7 @@ class IngestSettings:
         rules: rule thresholds (defaults, per profile, elder and device).
         alert_policy: deadlines and escalation of alerts.
         shutdown_timeout_s: how long SIGTERM waits for the last commit.
+        registry: when unknown and mismatched devices are quarantined.
     """
 
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -97,3 +99,4 @@ class IngestSettings:
     rules: RulesConfig = field(default_factory=RulesConfig.default)
     alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
     shutdown_timeout_s: float = 15.0
+    registry: Enforcement = Enforcement.AUTO

@@ -6,7 +6,7 @@ hands to the alert store.
 """
 
 from rules.config import RulesConfig, Thresholds
-from rules.engine import DeviceContext, RuleEngine
+from rules.engine import DeviceContext, RuleEngine, unverified_alarm
 from rules.errors import RulesConfigError, RulesError
 from rules.hits import Action, EvidenceValue, RuleHit, Severity
 
@@ -21,4 +21,5 @@ __all__ = [
     "RulesError",
     "Severity",
     "Thresholds",
+    "unverified_alarm",
 ]

@@ -61,8 +61,15 @@ class Thresholds:
     temp_low_critical_c: float = 35.0  # critical at or below
     temp_high_major_c: float = 39.1  # major at or above
     temp_hysteresis_c: float = 0.3
-    #: No message for longer than this (service clock) is a silent device.
-    silence_timeout_s: float = 600.0
+    #: How often the device checks in on its own (LK keep-alive, heartbeat,
+    #: periodic test call); each profile declares its own, the registry may
+    #: set it per device.
+    heartbeat_interval_s: float = 300.0
+    #: Silent after this many check-ins in a row are missed...
+    silence_missed_heartbeats: float = 2.0
+    #: ...unless set here: no message for longer than this (service clock) is
+    #: a silent device. 0 derives it from the two settings above.
+    silence_timeout_s: float = 0.0
     #: Elders flagged high risk (living alone, very old) get this fraction of it.
     high_risk_silence_factor: float = 0.5
     battery_warning_pct: float = 20.0  # at or below
@@ -75,13 +82,24 @@ class Thresholds:
     #: stored, but it never fires a threshold alert.
     late_grace_s: float = 60.0
 
+    @property
+    def silence_limit_s(self) -> float:
+        """Seconds without any message before the device counts as silent."""
+        if self.silence_timeout_s > 0:
+            return self.silence_timeout_s
+        return self.heartbeat_interval_s * self.silence_missed_heartbeats
+
 
 #: Built-in profiles; a config file may add or change them.
 DEFAULT_PROFILES: dict[str, dict[str, float | int]] = {
-    "wearable": {},
-    "pendant": {},
-    "fixed_terminal": {"silence_timeout_s": 90_000.0},
-    "sensor": {"silence_timeout_s": 90_000.0},
+    # Watches and pendants send a keep-alive every few minutes.
+    "wearable": {"heartbeat_interval_s": 300.0},
+    "pendant": {"heartbeat_interval_s": 300.0},
+    # Home terminals make a periodic test call, typically twice a day; two
+    # missed ones (25 h) is the usual "terminal failed" threshold.
+    "fixed_terminal": {"heartbeat_interval_s": 45_000.0},
+    # Zigbee sensors report availability through their coordinator hourly.
+    "sensor": {"heartbeat_interval_s": 3_600.0},
 }
 
 _DEFAULTS = Thresholds()

@@ -16,7 +16,7 @@ alerts, with its delivery delay in the evidence.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -51,12 +51,16 @@ class DeviceContext:
         elder_id: the elder it belongs to, for per-elder overrides.
         living_alone: watch for inactivity.
         high_risk: living alone or very old: shorter silence timeouts.
+        heartbeat_interval_s: the registry's check-in interval for this
+            device, overriding its profile's.
     """
 
     profile: str = "wearable"
     elder_id: str | None = None
     living_alone: bool = False
     high_risk: bool = False
+    #: The registry's check-in interval for this device; None: its profile's.
+    heartbeat_interval_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -168,6 +172,29 @@ class RuleEngine:
         device = self._device(device_id)
         device.last_seen_at = last_seen_at
         device.last_activity_at = last_activity_at or last_seen_at
+
+    def silence_limit_s(self, device_id: str) -> float:
+        """Seconds without a message before ``device_id`` counts as silent (for supervision views)."""
+        return self._silence_limit_s(self._device(device_id))
+
+    @property
+    def device_ids(self) -> list[str]:
+        """Every device the engine holds state for."""
+        return list(self._devices)
+
+    def refresh(self, device_id: str) -> None:
+        """Read a device's context again (its registry record changed), keeping its state.
+
+        Held falls, raised alerts and heart-rate windows survive; only the
+        thresholds change, and the heart-rate runs are rebuilt from the window.
+        """
+        device = self._devices.get(device_id)
+        if device is None:
+            return
+        device.context = self._context(device_id)
+        device.limits = self._limits(device.context, device_id)
+        device.hr_conditions = _hr_conditions(device.limits)
+        device.hr_runs_stale = True
 
     def restore_reading(self, event: Event) -> None:
         """Put a recent reading back in its window without evaluating it."""
@@ -458,10 +485,7 @@ class RuleEngine:
     def _check_silence(self, device: _Device, now: datetime) -> list[RuleHit]:
         if device.last_seen_at is None or "device_silent" in device.raised:
             return []
-        limits = device.limits
-        timeout_s = limits.silence_timeout_s * (
-            limits.high_risk_silence_factor if device.context.high_risk else 1.0
-        )
+        timeout_s = self._silence_limit_s(device)
         if (now - device.last_seen_at).total_seconds() <= timeout_s:
             return []
         evidence: dict[str, EvidenceValue] = {
@@ -486,6 +510,11 @@ class RuleEngine:
         return [self._raise_warning(device, "inactivity", key, now, evidence)]
 
     # -- helpers -------------------------------------------------------------
+
+    @staticmethod
+    def _silence_limit_s(device: _Device) -> float:
+        limits = device.limits
+        return limits.silence_limit_s * (limits.high_risk_silence_factor if device.context.high_risk else 1.0)
 
     def _raise_warning(
         self,
@@ -512,9 +541,7 @@ class RuleEngine:
         device = self._devices.get(device_id)
         if device is None:
             context = self._context(device_id)
-            limits = self._config.thresholds(
-                profile=context.profile, elder_id=context.elder_id, device_id=device_id
-            )
+            limits = self._limits(context, device_id)
             longest_s = max(
                 limits.hr_high_major_s,
                 limits.hr_high_critical_s,
@@ -527,6 +554,14 @@ class RuleEngine:
             device.hr_conditions = _hr_conditions(limits)
             self._devices[device_id] = device
         return device
+
+    def _limits(self, context: DeviceContext, device_id: str) -> Thresholds:
+        limits = self._config.thresholds(
+            profile=context.profile, elder_id=context.elder_id, device_id=device_id
+        )
+        if context.heartbeat_interval_s is not None:
+            limits = replace(limits, heartbeat_interval_s=context.heartbeat_interval_s)
+        return limits
 
     def _hit(
         self,
@@ -627,3 +662,31 @@ _HANDLERS: dict[Kind, Callable[[RuleEngine, _Device, Event, datetime, bool], lis
     Kind.HEARTBEAT: RuleEngine._battery,  # noqa: SLF001 - heartbeats may carry battery_pct
     Kind.WORN: RuleEngine._worn,  # noqa: SLF001
 }
+
+
+def unverified_alarm(event: Event, *, reason: str, gateway_id: str, received_at: datetime) -> RuleHit:
+    """Put a panic, fall or alarm from an unknown or mismatched device in front of an operator.
+
+    Such an event must not raise the normal alert of whichever elder the
+    device id names (a spoofed frame could send a responder to the wrong
+    door, and a spoofed cancel could hide a real fall), but it may be a real
+    person pressing a button on a device nobody enrolled. So it becomes its
+    own critical alert, ``unverified_alarm``, for an operator to verify. It
+    skips the fall cancel window: a wearer's cancel from such a device would
+    not be trusted either.
+    """
+    evidence = _delivery(event, received_at)
+    evidence["reason"] = reason
+    evidence["kind"] = event.kind.value
+    evidence["topic_gateway_id"] = gateway_id
+    return RuleHit(
+        action=Action.RAISE,
+        rule="unverified_alarm",
+        device_id=event.device_id,
+        severity=Severity.CRITICAL,
+        emergency=True,
+        dedup_key=f"{event.device_id}:unverified_alarm",
+        occurrence_key=_occurrence_key(event),
+        triggered_at=event.observed_at,
+        evidence=evidence,
+    )

@@ -379,3 +379,71 @@ def test_pipeline_passes_its_time_policy_to_the_codec():
     settings = PipelineSettings(time_policy=TimePolicy(max_future_skew_s=10))
     rows = process({"ts": ahead, "kind": "heart_rate", "bpm": 70}, settings=settings)
     assert rows.reasons == [RejectReason.CLOCK_SKEW]
+
+
+# --- the device registry -------------------------------------------------------------------
+
+from devices.registry import Device, Registry  # noqa: E402
+
+REGISTRY = Registry([Device(device_id="dev-1", gateway_id="gw-1", profile="wearable")])
+
+
+def process_registered(payload, *, topic=TOPIC):
+    pipeline = Pipeline(PipelineSettings(), REGISTRY)
+    return pipeline.process(envelope(payload, topic=topic))
+
+
+def test_a_registered_device_under_its_own_gateway_is_accepted():
+    rows = process_registered({"ts": TS, "kind": "heart_rate", "bpm": 72})
+    assert (len(rows.readings), rows.quarantine, rows.unverified) == (1, [], [])
+    assert rows.gateway_id == "gw-1"
+
+
+def test_an_unknown_device_is_quarantined_with_its_raw_bytes_and_feeds_no_rule():
+    rows = process_registered(
+        {"ts": TS, "kind": "heart_rate", "bpm": 72}, topic="carewatch/v1/gw-1/dev-9/json"
+    )
+    row = only_quarantine(rows)
+    assert (row[4], row[6], row[7]) == ("unknown_device", "gw-1", "dev-9")
+    assert "unregistered dev-9" in row[5]
+    assert row[2] == json.dumps({"ts": TS, "kind": "heart_rate", "bpm": 72}).encode()
+    assert (rows.readings, rows.events, rows.decoded, rows.unverified) == ([], [], [], [])
+
+
+def test_a_device_under_another_gateway_is_quarantined_as_a_mismatch():
+    rows = process_registered({"ts": TS, "kind": "cancel"}, topic="carewatch/v1/gw-2/dev-1/json")
+    row = only_quarantine(rows)
+    assert row[4] == "gateway_mismatch"
+    assert "registered under gw-1" in row[5]
+    # A spoofed cancel must never reach the rules: it could hide a real fall.
+    assert (rows.events, rows.decoded) == ([], [])
+
+
+@pytest.mark.parametrize("kind", ["panic", "fall", "alarm"])
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("carewatch/v1/gw-1/dev-9/json", "unknown_device"),
+        ("carewatch/v1/gw-2/dev-1/json", "gateway_mismatch"),
+    ],
+)
+def test_an_untrusted_emergency_is_stored_flagged_surfaced_and_the_message_quarantined(kind, topic, reason):
+    rows = process_registered({"ts": TS, "kind": kind}, topic=topic)
+    assert only_quarantine(rows)[4] == reason
+    assert "kept for an operator" in rows.quarantine[0][5]
+    assert len(rows.events) == 1
+    assert rows.events[0][3] == kind
+    assert reason in rows.events[0][9]  # flags
+    assert rows.decoded == []  # not the elder's own alert...
+    assert [(e.kind.value, r.value) for e, r in rows.unverified] == [(kind, reason)]  # ...but an operator's
+    assert rows.life_safety
+
+
+def test_a_frame_naming_another_gateways_device_is_judged_by_the_frames_device():
+    # A watch frame carries its own id; the topic's device id does not vouch for it.
+    frame = b"[3G*dev-1*0002*LK]"
+    pipeline = Pipeline(PipelineSettings(), REGISTRY)
+    rows = pipeline.process(envelope(frame, topic="carewatch/v1/gw-2/relay/watch"))
+    assert only_quarantine(rows)[4] == "gateway_mismatch"
+    rows = pipeline.process(envelope(frame, topic="carewatch/v1/gw-1/relay/watch"))
+    assert (rows.quarantine, [e.device_id for e in rows.decoded]) == ([], ["dev-1"])

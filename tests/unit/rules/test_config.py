@@ -42,7 +42,7 @@ def test_an_empty_document_gives_the_documented_defaults():
     assert thresholds == Thresholds()
     assert (thresholds.hr_high_major_bpm, thresholds.hr_high_critical_bpm) == (120.0, 131.0)
     assert (thresholds.hr_low_major_bpm, thresholds.hr_low_critical_bpm) == (45.0, 40.0)
-    assert (thresholds.fall_cancel_window_s, thresholds.silence_timeout_s) == (30.0, 600.0)
+    assert (thresholds.fall_cancel_window_s, thresholds.silence_limit_s) == (30.0, 600.0)
     assert (thresholds.spo2_critical_pct, thresholds.spo2_consecutive, thresholds.spo2_clear_pct) == (
         91,
         2,
@@ -57,14 +57,28 @@ def test_an_empty_document_gives_the_documented_defaults():
     )
 
 
-@pytest.mark.parametrize(("profile", "timeout_s"), [("wearable", 600.0), ("pendant", 600.0)])
-def test_wearable_profiles_keep_the_default_silence_timeout(profile, timeout_s):
-    assert resolve({}, profile=profile).silence_timeout_s == timeout_s
+@pytest.mark.parametrize(
+    ("profile", "heartbeat_s", "silent_after_s"),
+    [
+        ("wearable", 300.0, 600.0),
+        ("pendant", 300.0, 600.0),
+        ("fixed_terminal", 45_000.0, 90_000.0),
+        ("sensor", 3_600.0, 7_200.0),
+    ],
+)
+def test_profiles_declare_a_heartbeat_and_go_silent_after_two_missed(profile, heartbeat_s, silent_after_s):
+    thresholds = resolve({}, profile=profile)
+    assert (thresholds.heartbeat_interval_s, thresholds.silence_limit_s) == (heartbeat_s, silent_after_s)
 
 
-@pytest.mark.parametrize("profile", ["fixed_terminal", "sensor"])
-def test_fixed_profiles_have_a_25_hour_silence_timeout(profile):
-    assert resolve({}, profile=profile).silence_timeout_s == 90_000.0
+def test_an_explicit_silence_timeout_wins_over_the_heartbeat():
+    document = {"profiles": {"wearable": {"heartbeat_interval_s": 60.0, "silence_timeout_s": 1_000.0}}}
+    assert resolve(document, profile="wearable").silence_limit_s == 1_000.0
+
+
+def test_missed_heartbeats_scale_the_limit():
+    document = {"defaults": {"silence_missed_heartbeats": 3.0}}
+    assert resolve(document, profile="sensor").silence_limit_s == 10_800.0
 
 
 LAYERS = {
@@ -113,7 +127,7 @@ def test_overrides_of_different_keys_combine():
 def test_a_profile_section_changes_a_built_in_profile_and_keeps_its_other_values():
     config = RulesConfig.from_mapping({"profiles": {"fixed_terminal": {"hr_high_major_bpm": 100.0}}})
     thresholds = config.thresholds(profile="fixed_terminal", elder_id=None, device_id="d")
-    assert (thresholds.hr_high_major_bpm, thresholds.silence_timeout_s) == (100.0, 90_000.0)
+    assert (thresholds.hr_high_major_bpm, thresholds.silence_limit_s) == (100.0, 90_000.0)
 
 
 def test_a_config_file_can_add_a_profile_and_assign_it_to_a_device():
@@ -134,7 +148,7 @@ def test_integers_are_accepted_for_float_thresholds():
 def test_default_config_is_not_shared_between_instances():
     first = RulesConfig.default()
     first.profiles["wearable"]["silence_timeout_s"] = 1.0
-    assert RulesConfig.default().profiles["wearable"] == {}
+    assert RulesConfig.default().profiles["wearable"] == {"heartbeat_interval_s": 300.0}
 
 
 # -- the engine applies the resolved thresholds --------------------------------------

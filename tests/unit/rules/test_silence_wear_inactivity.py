@@ -67,12 +67,21 @@ def test_high_risk_elders_get_half_the_timeout():
     assert hits[0].evidence["timeout_s"] == TIMEOUT_S / 2
 
 
-@pytest.mark.parametrize("profile", ["fixed_terminal", "sensor"])
-def test_fixed_devices_have_a_25_hour_timeout(profile):
+@pytest.mark.parametrize(("profile", "silent_after_s"), [("fixed_terminal", 90_000), ("sensor", 7_200)])
+def test_fixed_devices_are_silent_after_two_missed_check_ins(profile, silent_after_s):
     timeline = Timeline(context=DeviceContext(profile=profile))
     timeline.send("heartbeat", 0)
-    assert timeline.tick(90_000) == []
-    assert summary(timeline.tick(90_000.001)) == [(RAISE, "device_silent", WARNING)]
+    assert timeline.tick(silent_after_s) == []
+    assert summary(timeline.tick(silent_after_s + 0.001)) == [(RAISE, "device_silent", WARNING)]
+
+
+def test_the_registry_heartbeat_interval_overrides_the_profile():
+    timeline = Timeline(context=DeviceContext(profile="fixed_terminal", heartbeat_interval_s=60.0))
+    timeline.send("heartbeat", 0)
+    assert timeline.tick(120) == []
+    hits = timeline.tick(120.001)
+    assert summary(hits) == [(RAISE, "device_silent", WARNING)]
+    assert hits[0].evidence["timeout_s"] == 120.0
 
 
 def test_high_risk_factor_applies_to_fixed_devices_too():
