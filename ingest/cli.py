@@ -26,7 +26,7 @@ from devices import DecodeContext, Event, parse_ts
 from devices.codecs import CODECS
 from devices.registry import Enforcement
 from ingest.errors import ConfigError
-from ingest.options import add_dsn, add_rules, env
+from ingest.options import add_dsn, add_retention, add_rules, env, retention_from
 from ingest.schema import TimescaleMode, migrate
 from ingest.service import run_ingest
 from ingest.settings import (
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_timescale(ingest)
     add_rules(ingest)
+    add_retention(ingest)
     ingest.add_argument(
         "--registry",
         choices=[m.value for m in Enforcement],
@@ -239,6 +240,7 @@ def _ingest(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         timescale=TimescaleMode(args.timescale),
         registry=Enforcement(args.registry),
+        retention=retention_from(args),
     )
 
     async def run() -> int:

@@ -78,8 +78,15 @@ class StatusServer:
         if path == "/metrics":
             return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if path == "/healthz":
-            return "200 OK", "text/plain", b"ok\n"
+            # Liveness: the loop answers. It reports connectivity but stays 200
+            # through a broker or database outage, because restarting the
+            # service cannot fix either, and a restart drops the messages held
+            # unacknowledged in memory (the broker redelivers, but later).
+            _, detail = self._ready()
+            return "200 OK", "text/plain", b"ok " + detail.encode() + b"\n"
         if path == "/readyz":
+            # Readiness: 503 while the broker or the database is unreachable,
+            # so an orchestrator (and Prometheus' probe) can see and route it.
             ok, detail = self._ready()
             return (
                 ("200 OK" if ok else "503 Service Unavailable"),

@@ -8,13 +8,16 @@ environment.
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ingest.settings import DEFAULT_DSN
 
 if TYPE_CHECKING:
     import argparse
+
+    from ingest.retention import RetentionSettings
 
 
 def env(name: str, default: str) -> str:
@@ -39,3 +42,43 @@ def add_rules(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("CAREWATCH_RULES") or None,
         help="TOML file of rule thresholds per profile, elder and device (env CAREWATCH_RULES)",
     )
+
+
+def add_retention(parser: argparse.ArgumentParser) -> None:
+    """``--retention-*``: one flag per :class:`ingest.retention.RetentionSettings` field."""
+    from ingest.retention import RetentionSettings  # noqa: PLC0415 - only the ingest command needs it
+
+    defaults = RetentionSettings()
+    group = parser.add_argument_group("retention (see docs/configuration.md)")
+    for spec in fields(RetentionSettings):
+        flag = "--retention-" + spec.name.replace("_", "-")
+        variable = "CAREWATCH_RETENTION_" + spec.name.upper()
+        default = getattr(defaults, spec.name)
+        if spec.name == "enabled":
+            group.add_argument(
+                "--retention",
+                dest="retention_enabled",
+                choices=["on", "off"],
+                default=env(variable, "on" if default else "off"),
+                help=f"prune old data (env {variable}; default %(default)s)",
+            )
+            continue
+        group.add_argument(
+            flag,
+            dest=f"retention_{spec.name}",
+            type=type(default),
+            default=type(default)(env(variable, str(default))),
+            help=f"(env {variable}; default %(default)s)",
+        )
+
+
+def retention_from(args: argparse.Namespace) -> RetentionSettings:
+    """The settings :func:`add_retention` parsed."""
+    from ingest.retention import RetentionSettings  # noqa: PLC0415
+
+    values: dict[str, Any] = {
+        spec.name: getattr(args, f"retention_{spec.name}")
+        for spec in fields(RetentionSettings)
+        if spec.name != "enabled"
+    }
+    return RetentionSettings(enabled=args.retention_enabled == "on", **values)

@@ -23,12 +23,15 @@ from devices import SUBSCRIPTION
 from ingest import wire
 from ingest.alerting import Alerting, maintain
 from ingest.batcher import Batcher
+from ingest.broker_stats import BrokerStats, watch_broker
 from ingest.envelope import Envelope
 from ingest.errors import MqttConnectError, MqttError
 from ingest.http import StatusServer
-from ingest.metrics import IngestMetrics
+from ingest.metrics import IngestMetrics, ProbeState, probe_database
 from ingest.pipeline import Pipeline
 from ingest.registry import context_resolver
+from ingest.retention import run_retention
+from ingest.rule_thresholds import write_thresholds
 from ingest.schema import StorageInfo, migrate
 from ingest.session import MqttSession
 from ingest.storage import TelemetryWriter
@@ -187,8 +190,12 @@ class Intake:
             received_at=self._now(),
             received_mono=time.monotonic(),
         )
+        started = time.perf_counter()
         rows = self._pipeline.process(envelope)
+        decoded = time.perf_counter()
         self._alerting.observe(rows)
+        self._metrics.observe_decode(rows, decoded - started)
+        self._metrics.observe_rules(rows.alerts, time.perf_counter() - decoded)
         self._batcher.add(rows, session)
 
 
@@ -218,7 +225,34 @@ async def _restore(dsn: str, supervision: Supervision, alerting: Alerting) -> No
         await alerting.restore(conn)
 
 
-async def run_ingest(
+async def _write_thresholds(settings: IngestSettings, now: Callable[[], datetime]) -> None:
+    """Publish the loaded rule thresholds for the dashboards (issue 6)."""
+    async with await psycopg.AsyncConnection.connect(settings.dsn, connect_timeout=10) as conn:
+        await write_thresholds(conn, settings.rules, now=now())
+
+
+def _start_operations(  # noqa: PLR0917 - private; the composition root's own parts
+    tasks: asyncio.TaskGroup,
+    settings: IngestSettings,
+    info: StorageInfo,
+    metrics: IngestMetrics,
+    probe: ProbeState,
+    broker_stats: BrokerStats,
+    stop: asyncio.Event,
+    now: Callable[[], datetime],
+) -> None:
+    """Start the operations tasks (issue 6): database probe, retention, broker statistics."""
+    tasks.create_task(
+        probe_database(settings.dsn, metrics, stop, state=probe, now=now), name="ingest.db_probe"
+    )
+    tasks.create_task(
+        run_retention(settings.dsn, info, settings.retention, stop, metrics=metrics, now=now),
+        name="ingest.retention",
+    )
+    tasks.create_task(watch_broker(settings.mqtt, broker_stats, stop), name="ingest.broker_stats")
+
+
+async def run_ingest(  # noqa: PLR0915 - the composition root: every part is wired here, in order
     settings: IngestSettings,
     stop: asyncio.Event,
     *,
@@ -240,8 +274,15 @@ async def run_ingest(
     supervision = Supervision(pipeline, engine, alerting.presence, enforcement=settings.registry)
     intake = Intake(settings.mqtt, pipeline, batcher, metrics, now=now, alerting=alerting)
 
+    metrics.track_connection("batch", lambda: writer.connected)
+    metrics.track_connection("life_safety", lambda: urgent_writer.connected)
+    metrics.rules_devices_tracked.set_function(lambda: engine.device_count)
+    probe, broker_stats = ProbeState(), BrokerStats()
+    registry.register(broker_stats)
+
     def ready() -> tuple[bool, str]:
-        checks = {"mqtt": intake.connected, "database": batcher.database_ok or batcher.pending == 0}
+        database = (batcher.database_ok or batcher.pending == 0) and probe.ok is not False
+        checks = {"mqtt": intake.connected, "database": database}
         return all(checks.values()), " ".join(f"{k}={'up' if v else 'down'}" for k, v in checks.items())
 
     status: StatusServer | None = None
@@ -254,6 +295,7 @@ async def run_ingest(
             return 0
         metrics.storage.info({"backend": info.backend, "license": info.license or "none"})
         await _restore(settings.dsn, supervision, alerting)
+        await _write_thresholds(settings, now)
         batcher.database_ok = True
         metrics.db_up.set(1)
         maintenance_stop = asyncio.Event()
@@ -273,6 +315,7 @@ async def run_ingest(
                 name="ingest.alert_maintenance",
             )
             tasks.create_task(supervision.run(settings.dsn, maintenance_stop), name="ingest.supervision")
+            _start_operations(tasks, settings, info, metrics, probe, broker_stats, maintenance_stop, now)
             await stop.wait()
             logger.info("stopping: draining uncommitted messages", extra={"event": "shutdown"})
             intake.pause()

@@ -11,6 +11,7 @@ from devices.registry import Enforcement
 from ingest.batcher import BatchSettings
 from ingest.errors import ConfigError
 from ingest.pipeline import PipelineSettings
+from ingest.retention import RetentionSettings
 from ingest.schema import TimescaleMode
 from rules import RulesConfig
 
@@ -87,6 +88,7 @@ class IngestSettings:
         alert_policy: deadlines and escalation of alerts.
         shutdown_timeout_s: how long SIGTERM waits for the last commit.
         registry: when unknown and mismatched devices are quarantined.
+        retention: how long each class of data is kept.
     """
 
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -100,3 +102,4 @@ class IngestSettings:
     alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
     shutdown_timeout_s: float = 15.0
     registry: Enforcement = Enforcement.AUTO
+    retention: RetentionSettings = field(default_factory=RetentionSettings)

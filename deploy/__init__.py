@@ -1,0 +1,1 @@
+"""Deployment files; Python here only generates them (see grafana/build_dashboards.py)."""
