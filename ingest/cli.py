@@ -188,7 +188,7 @@ class CommandModule(Protocol):
 
 
 #: Sub-command families kept in their own modules (imported lazily: ``decode`` stays fast).
-_COMMAND_MODULE_NAMES = ("ingest.commands_devices",)
+_COMMAND_MODULE_NAMES = ("ingest.commands_devices", "ingest.commands_gateways")
 
 
 def _command_modules() -> list[CommandModule]:

@@ -116,6 +116,7 @@ class Intake:
             receive_maximum=self._settings.receive_maximum,
             username=self._settings.username,
             password=self._settings.password,
+            protocol_level=self._settings.protocol_level,
         )
         attempt = 0
         while not stop.is_set():

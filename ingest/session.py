@@ -1,4 +1,4 @@
-"""One MQTT 5 connection on asyncio, with acknowledgement left to the caller.
+"""One MQTT 5 (or 3.1.1) connection on asyncio, with acknowledgement left to the caller.
 
 The broker forgets a QoS 1 message when we send its PUBACK, so this class
 never acknowledges anything by itself: the ingest service calls
@@ -6,6 +6,16 @@ never acknowledges anything by itself: the ingest service calls
 message carried. Inbound PUBLISH packets are handed to a synchronous
 callback straight from ``data_received`` (no queue in between) so a read of
 hundreds of packets costs one pass of the parser.
+
+MQTT 3.1.1 (``ConnectOptions.protocol_level = 4``) has no Receive Maximum:
+the broker sends as many unacknowledged QoS 1 messages as its own limit
+allows (Mosquitto's ``max_inflight_messages``; amqtt has none). The session
+therefore bounds them itself: once ``receive_maximum`` messages are
+unacknowledged it stops reading the socket, and TCP flow control holds the
+broker back, until :meth:`MqttSession.ack` brings the count down. The bound
+overshoots by at most the packets of the one socket read that crossed it.
+This costs one counter per message on the 3.1.1 path only; the MQTT 5 path
+is chosen once in :meth:`MqttSession.open` and unchanged.
 """
 
 from __future__ import annotations
@@ -50,8 +60,15 @@ class MqttSession(asyncio.Protocol):
 
     def __init__(self, options: wire.ConnectOptions, on_publish: PublishHandler) -> None:
         self._options = options
-        self._on_publish = on_publish
-        self._reader = wire.PacketReader()
+        self._v4 = options.protocol_level == wire.MQTT_3_1_1
+        self._on_publish = self._on_publish_v4 if self._v4 else on_publish
+        self._user_on_publish = on_publish
+        self._reader = wire.PacketReader(protocol_level=options.protocol_level)
+        self._encode_publish = wire.encode_publish_v4 if self._v4 else wire.encode_publish
+        self._encode_subscribe = wire.encode_subscribe_v4 if self._v4 else wire.encode_subscribe
+        #: 3.1.1 only: QoS 1 messages handed on and not yet acknowledged.
+        self._unacked = 0
+        self._paused_by_flow = False
         loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future[wire.ConnAck] = loop.create_future()
@@ -142,6 +159,7 @@ class MqttSession(asyncio.Protocol):
         elif (
             self.is_open
             and not self._reading_paused_by_owner
+            and not self._paused_by_flow
             and self._transport is not None
             and not self._transport.is_closing()
         ):
@@ -157,6 +175,19 @@ class MqttSession(asyncio.Protocol):
                 self._connack.set_result(packet)
         else:
             self._on_ack(packet)
+
+    def _on_publish_v4(self, session: MqttSession, packet: wire.Publish) -> None:
+        """Count what awaits acknowledgement; stop reading at the bound (module docstring)."""
+        if packet.qos:
+            self._unacked += 1
+            if (
+                self._unacked >= self._options.receive_maximum
+                and not self._paused_by_flow
+                and self._transport is not None
+            ):
+                self._paused_by_flow = True
+                self._transport.pause_reading()
+        self._user_on_publish(session, packet)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Fail everything that waits on this connection."""
@@ -186,7 +217,7 @@ class MqttSession(asyncio.Protocol):
             SubscribeError: the broker refused the filter (ACL, QoS).
         """
         packet_id, future = self._expect()
-        self._write(wire.encode_subscribe(packet_id, topic_filter, qos=qos))
+        self._write(self._encode_subscribe(packet_id, topic_filter, qos=qos))
         async with asyncio.timeout(timeout_s):
             suback = await future
         code = suback.reason_codes[0] if suback.reason_codes else _FAILURE
@@ -208,12 +239,12 @@ class MqttSession(asyncio.Protocol):
             MqttError: the connection broke or the broker refused the message.
         """
         if qos == 0:
-            self._write(wire.encode_publish(topic, payload, qos=0, retain=retain))
+            self._write(self._encode_publish(topic, payload, qos=0, retain=retain))
             return
         assert self._send_quota is not None  # noqa: S101 - set by open()
         async with self._send_quota, asyncio.timeout(timeout_s):
             packet_id, future = self._expect()
-            self._write(wire.encode_publish(topic, payload, qos=qos, packet_id=packet_id, retain=retain))
+            self._write(self._encode_publish(topic, payload, qos=qos, packet_id=packet_id, retain=retain))
             puback = await future
         # 0x10 "no matching subscribers" is a success for a publisher.
         if puback.reason_codes and puback.reason_codes[0] >= _FAILURE:
@@ -231,7 +262,23 @@ class MqttSession(asyncio.Protocol):
         if not self.is_open or self._transport is None or self._transport.is_closing():
             return False
         self._write(wire.encode_pubacks(packet_ids))
+        if self._v4:
+            self._release(len(packet_ids))
         return True
+
+    def _release(self, acknowledged: int) -> None:
+        """3.1.1: resume reading once acknowledgements bring us back under the bound."""
+        self._unacked = max(0, self._unacked - acknowledged)
+        if (
+            self._paused_by_flow
+            and self._unacked < self._options.receive_maximum
+            and self._transport is not None
+            and not self._transport.is_closing()
+        ):
+            self._paused_by_flow = False
+            self._last_rx = time.monotonic()  # the keep-alive clock restarts with reading
+            if not self._reading_paused_by_owner and not self._backlog:
+                self._transport.resume_reading()
 
     def pause_reading(self) -> None:
         """Stop taking new messages (the broker keeps them for our session)."""
@@ -309,7 +356,9 @@ class MqttSession(asyncio.Protocol):
         interval = keepalive_s / 2
         while self.is_open:
             await asyncio.sleep(interval)
-            if time.monotonic() - self._last_rx > keepalive_s * 1.5:
+            # While 3.1.1 flow control holds reads, PINGRESPs wait unread in
+            # the socket: silence then says nothing about the broker.
+            if not self._paused_by_flow and time.monotonic() - self._last_rx > keepalive_s * 1.5:
                 logger.warning("mqtt keep-alive timed out", extra={"event": "mqtt_keepalive_timeout"})
                 self._fail(MqttError("keep-alive timed out"))
                 return

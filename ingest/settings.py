@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from alerts import AlertPolicy
 from devices.registry import Enforcement
@@ -19,6 +19,8 @@ DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=carewatch"
 DEFAULT_METRICS_PORT = 9308
 DEFAULT_CLIENT_ID = "carewatch-ingest"
+#: MQTT versions the ingest speaks, as written in ``?protocol=`` -> protocol level.
+MQTT_PROTOCOLS = {"5": 5, "3.1.1": 4}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +38,14 @@ class MqttSettings:
         keepalive_s: MQTT keep-alive.
         receive_maximum: unacknowledged messages the broker may send us.
         session_expiry_s: how long the broker keeps our session while we are away.
+        protocol: ``"5"`` (default) or ``"3.1.1"``, for brokers without MQTT 5
+            (the demo's embedded amqtt). Chosen explicitly, never by falling
+            back on a refused CONNECT: 3.1.1 loses retain handling (retained
+            messages come again on every subscribe; storing them is
+            idempotent, so they cost work, not duplicates) and the
+            broker-side Receive Maximum (the session pauses reading
+            instead), and a production ingest should not drop to that
+            silently because a broker was misconfigured.
     """
 
     host: str = "127.0.0.1"
@@ -47,10 +57,22 @@ class MqttSettings:
     keepalive_s: int = 30
     receive_maximum: int = 10_000
     session_expiry_s: int = 7 * 24 * 3600
+    protocol: str = "5"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in MQTT_PROTOCOLS:
+            raise ConfigError(
+                f"MQTT protocol must be one of {', '.join(MQTT_PROTOCOLS)}, not {self.protocol!r}"
+            )
+
+    @property
+    def protocol_level(self) -> int:
+        """The CONNECT protocol level of :attr:`protocol` (5, or 4 for 3.1.1)."""
+        return MQTT_PROTOCOLS[self.protocol]
 
     @classmethod
     def from_url(cls, url: str) -> MqttSettings:
-        """Parse ``mqtt://[user:pass@]host:port`` (or ``mqtts://`` for TLS).
+        """Parse ``mqtt://[user:pass@]host:port[?protocol=3.1.1]`` (or ``mqtts://`` for TLS).
 
         Raises:
             ConfigError: the URL is not of that form.
@@ -65,7 +87,13 @@ class MqttSettings:
             raise ConfigError("MQTT URL has an invalid port") from None
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
-        return cls(host=parts.hostname, port=port, tls=tls, username=username, password=password)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if set(query) - {"protocol"} or len(query.get("protocol", [])) > 1:
+            raise ConfigError("the only MQTT URL parameter is protocol=5 or protocol=3.1.1, once")
+        protocol = query.get("protocol", ["5"])[0]
+        return cls(
+            host=parts.hostname, port=port, tls=tls, username=username, password=password, protocol=protocol
+        )
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for ``mqtts://`` (system trust store), else None."""

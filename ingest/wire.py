@@ -1,4 +1,4 @@
-"""MQTT 5 packet encoding and decoding: the subset a subscriber and publisher need.
+"""MQTT 5 and 3.1.1 packet encoding and decoding: the subset a subscriber and publisher need.
 
 Why our own codec rather than paho's: measured on the 2-core target, paho
 2.2 drains a QoS 1 backlog at about 16k msg/s even with a no-op callback
@@ -9,6 +9,14 @@ PUBACKs of a committed batch in one call. Only what Carewatch uses is
 implemented: CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH at QoS 0 and 1,
 PUBACK, PINGREQ/PINGRESP and DISCONNECT. References are to the OASIS MQTT
 Version 5.0 specification.
+
+MQTT 3.1.1 (protocol level 4) is spoken too, for brokers that know no
+better (the embedded demo broker, amqtt). Its packets are the MQTT 5 ones
+without the properties field and with return codes instead of reason
+codes; the version is fixed per connection, so :class:`PacketReader` picks
+its parsers once at construction and the MQTT 5 path does no extra work
+per packet. A v3.1.1 CONNACK return code is mapped to its MQTT 5 reason
+code, so callers check one vocabulary.
 """
 
 from __future__ import annotations
@@ -27,6 +35,23 @@ _PUBACK_HEADER = b"\x40\x02"
 PINGREQ = b"\xc0\x00"
 #: Normal disconnection; the session survives for its expiry interval (3.14.2.1).
 DISCONNECT = b"\xe0\x00"
+
+
+#: Protocol levels (3.1.2.2): MQTT 5.0 and MQTT 3.1.1.
+MQTT_5 = 5
+MQTT_3_1_1 = 4
+
+#: MQTT 3.1.1 CONNACK return codes (3.1.1 spec 3.2.2.3) as MQTT 5 reason codes (3.2.2.2).
+_V4_CONNACK_REASONS = {
+    0: 0x00,  # accepted
+    1: 0x84,  # unacceptable protocol version -> unsupported protocol version
+    2: 0x85,  # identifier rejected -> client identifier not valid
+    3: 0x88,  # server unavailable
+    4: 0x86,  # bad user name or password
+    5: 0x87,  # not authorized
+}
+#: Unspecified error: a 3.1.1 return code the spec does not define.
+_UNSPECIFIED_ERROR = 0x80
 
 
 class PacketType(IntEnum):
@@ -115,9 +140,14 @@ class ConnectOptions:
             messages for it) while we are away.
         receive_maximum: at most this many unacknowledged QoS 1 messages are
             sent to us: the bound on our memory and the broker-side backpressure.
-        clean_start: discard any previous session.
+        clean_start: discard any previous session (3.1.1: "clean session").
         username: optional user name.
         password: optional password.
+        protocol_level: :data:`MQTT_5` or :data:`MQTT_3_1_1`. In 3.1.1 the
+            CONNECT carries neither ``session_expiry_s`` (the broker keeps a
+            non-clean session until its own expiry, Mosquitto's
+            ``persistent_client_expiration``) nor ``receive_maximum`` (the
+            session enforces that bound itself by pausing reads).
     """
 
     client_id: str
@@ -127,6 +157,11 @@ class ConnectOptions:
     clean_start: bool = False
     username: str | None = None
     password: str | None = None
+    protocol_level: int = MQTT_5
+
+    def __post_init__(self) -> None:
+        if self.protocol_level not in (MQTT_5, MQTT_3_1_1):
+            raise ValueError(f"unsupported MQTT protocol level {self.protocol_level}")
 
 
 def encode_connect(options: ConnectOptions) -> bytes:
@@ -139,13 +174,15 @@ def encode_connect(options: ConnectOptions) -> bytes:
     if options.password is not None:
         flags |= 0x40
         payload += _binary(options.password.encode())
+    header = _string("MQTT") + bytes((options.protocol_level, flags)) + _U16.pack(options.keepalive_s)
+    if options.protocol_level == MQTT_3_1_1:
+        return _packet(PacketType.CONNECT << 4, header + payload)
     props = _properties(
         {
             Prop.SESSION_EXPIRY_INTERVAL: options.session_expiry_s,
             Prop.RECEIVE_MAXIMUM: options.receive_maximum,
         }
     )
-    header = _string("MQTT") + bytes((5, flags)) + _U16.pack(options.keepalive_s)
     return _packet(PacketType.CONNECT << 4, header + props + payload)
 
 
@@ -161,12 +198,33 @@ def encode_subscribe(packet_id: int, topic_filter: str, *, qos: int = 1) -> byte
     return _packet((PacketType.SUBSCRIBE << 4) | 0x02, body)
 
 
+def encode_subscribe_v4(packet_id: int, topic_filter: str, *, qos: int = 1) -> bytes:
+    """Build an MQTT 3.1.1 SUBSCRIBE: no properties, and an options byte that is the QoS alone.
+
+    3.1.1 has no retain handling, so the broker sends the retained message
+    of every matching topic on each subscribe; a consumer must be
+    idempotent for them (the ingest is: a redelivered message is the same
+    row).
+    """
+    body = _U16.pack(packet_id) + _string(topic_filter) + bytes((qos,))
+    return _packet((PacketType.SUBSCRIBE << 4) | 0x02, body)
+
+
 def encode_publish(
     topic: str, payload: bytes, *, qos: int, packet_id: int = 0, retain: bool = False
 ) -> bytes:
     """Build a PUBLISH packet (3.3)."""
     first = (PacketType.PUBLISH << 4) | (qos << 1) | int(retain)
     variable = _string(topic) + (_U16.pack(packet_id) if qos else b"") + b"\x00"
+    return _packet(first, variable + payload)
+
+
+def encode_publish_v4(
+    topic: str, payload: bytes, *, qos: int, packet_id: int = 0, retain: bool = False
+) -> bytes:
+    """Build an MQTT 3.1.1 PUBLISH: the MQTT 5 one without the properties field."""
+    first = (PacketType.PUBLISH << 4) | (qos << 1) | int(retain)
+    variable = _string(topic) + (_U16.pack(packet_id) if qos else b"")
     return _packet(first, variable + payload)
 
 
@@ -198,7 +256,11 @@ class ConnAck:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """A SUBACK (reason codes per filter), PUBACK or DISCONNECT from the broker."""
+    """A SUBACK (reason codes per filter), PUBACK or DISCONNECT from the broker.
+
+    3.1.1 SUBACK return codes (0, 1, 2 granted QoS; 0x80 failure) have the
+    same values as the MQTT 5 reason codes they correspond to.
+    """
 
     kind: PacketType
     packet_id: int
@@ -270,17 +332,28 @@ class PacketReader:
 
     Packets may span reads and a read may hold hundreds of packets; the
     buffer is compacted once per read, not once per packet.
+
+    Args:
+        max_packet_bytes: larger packets are a protocol error.
+        protocol_level: the version negotiated in CONNECT; it decides the
+            parsers once, here, not per packet.
     """
 
-    def __init__(self, max_packet_bytes: int = 1 << 20) -> None:
+    def __init__(self, max_packet_bytes: int = 1 << 20, *, protocol_level: int = MQTT_5) -> None:
         self._buffer = bytearray()
         self._max_packet_bytes = max_packet_bytes
+        if protocol_level == MQTT_5:
+            self._parse_publish, self._parse_control = _parse_publish, _parse_control
+        elif protocol_level == MQTT_3_1_1:
+            self._parse_publish, self._parse_control = _parse_publish_v4, _parse_control_v4
+        else:
+            raise ValueError(f"unsupported MQTT protocol level {protocol_level}")
 
     def feed(self, data: bytes) -> list[Packet]:
         """Add bytes from the socket and return every complete packet.
 
         Raises:
-            MqttProtocolError: the stream is not valid MQTT 5 (the connection
+            MqttProtocolError: the stream is not valid MQTT (the connection
                 cannot be trusted any further).
         """
         try:
@@ -292,6 +365,7 @@ class PacketReader:
         buf = self._buffer
         buf += data
         packets: list[Packet] = []
+        parse_publish, parse_control = self._parse_publish, self._parse_control
         pos = 0
         size = len(buf)
         while size - pos >= 2:  # noqa: PLR2004 - smallest packet
@@ -309,9 +383,9 @@ class PacketReader:
             pos = end
             packet_type = header >> 4
             if packet_type == PacketType.PUBLISH:
-                packets.append(_parse_publish(header, body))
+                packets.append(parse_publish(header, body))
             else:
-                packets.append(_parse_control(packet_type, body))
+                packets.append(parse_control(packet_type, body))
         if pos:
             del buf[:pos]
         return packets
@@ -363,4 +437,37 @@ def _parse_control(packet_type: int, body: bytes) -> Packet:
             text = props.get(Prop.REASON_STRING)
             reason = text if isinstance(text, str) else None
         return Ack(PacketType.DISCONNECT, 0, (code,), reason)
+    raise MqttProtocolError(f"unexpected packet type {packet_type}")
+
+
+def _parse_publish_v4(header: int, body: bytes) -> Publish:
+    qos = (header >> 1) & 0x03
+    if qos == 3:  # noqa: PLR2004
+        raise MqttProtocolError("PUBLISH with QoS 3")
+    topic_len = _U16.unpack_from(body, 0)[0]
+    pos = 2 + topic_len
+    topic = body[2:pos].decode()
+    packet_id = 0
+    if qos:
+        packet_id = _U16.unpack_from(body, pos)[0]
+        pos += 2
+    return Publish(topic, body[pos:], qos, packet_id, bool(header & 0x08), bool(header & 0x01))
+
+
+def _parse_control_v4(packet_type: int, body: bytes) -> Packet:
+    if packet_type == PacketType.CONNACK:
+        if len(body) != 2:  # noqa: PLR2004 - 3.1.1 CONNACK is exactly two bytes
+            raise MqttProtocolError("malformed MQTT 3.1.1 CONNACK")
+        return ConnAck(bool(body[0] & 0x01), _V4_CONNACK_REASONS.get(body[1], _UNSPECIFIED_ERROR))
+    if packet_type == PacketType.SUBACK:
+        if len(body) < 3:  # noqa: PLR2004 - packet id and at least one return code
+            raise MqttProtocolError("malformed MQTT 3.1.1 SUBACK")
+        return Ack(PacketType.SUBACK, _U16.unpack_from(body, 0)[0], tuple(body[2:]))
+    if packet_type == PacketType.PUBACK:
+        if len(body) != 2:  # noqa: PLR2004
+            raise MqttProtocolError("malformed MQTT 3.1.1 PUBACK")
+        return Ack(PacketType.PUBACK, _U16.unpack_from(body, 0)[0], (0,))
+    if packet_type == PacketType.PINGRESP:
+        return Ack(PacketType.PINGRESP, 0, ())
+    # 3.1.1 has no server DISCONNECT: a broker ends the session by closing the socket.
     raise MqttProtocolError(f"unexpected packet type {packet_type}")

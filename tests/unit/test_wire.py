@@ -4,9 +4,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import MqttProtocolError
+from ingest.errors import ConfigError, MqttProtocolError
+from ingest.settings import MqttSettings
 from ingest.wire import (
     DISCONNECT,
+    MQTT_3_1_1,
     PINGREQ,
     Ack,
     ConnAck,
@@ -19,7 +21,9 @@ from ingest.wire import (
     encode_connect,
     encode_pubacks,
     encode_publish,
+    encode_publish_v4,
     encode_subscribe,
+    encode_subscribe_v4,
     encode_varint,
 )
 
@@ -463,3 +467,172 @@ def test_malformed_remaining_length_is_a_protocol_error():
 def test_truncated_or_malformed_packet_is_a_protocol_error(packet):
     with pytest.raises(MqttProtocolError):
         PacketReader().feed(h(packet))
+
+
+# --- MQTT 3.1.1 (protocol level 4) -------------------------------------------------------
+
+
+def parse_one_v4(data: bytes) -> object:
+    packets = PacketReader(protocol_level=MQTT_3_1_1).feed(data)
+    assert len(packets) == 1
+    return packets[0]
+
+
+def test_v4_connect_has_the_exact_layout_without_properties():
+    expected = h(
+        "10 0e"  # CONNECT, remaining length 14
+        "0004 4d515454"  # protocol name "MQTT"
+        "04"  # protocol level 4 (3.1.1)
+        "00"  # flags: clean session off, no credentials
+        "001e"  # keep alive 30 s
+        "0002 6377"  # client id "cw"; no properties anywhere
+    )
+    assert encode_connect(ConnectOptions(client_id="cw", protocol_level=MQTT_3_1_1)) == expected
+
+
+def test_v4_connect_with_clean_session_and_credentials_has_the_exact_layout():
+    options = ConnectOptions(
+        client_id="ingest",
+        keepalive_s=60,
+        clean_start=True,
+        username="gw",
+        password="pw",  # noqa: S106 - a test credential
+        protocol_level=MQTT_3_1_1,
+    )
+    expected = h("10 1a 0004 4d515454 04 c2 003c 0006 696e67657374 0002 6777 0002 7077")
+    assert encode_connect(options) == expected
+
+
+def test_an_unknown_protocol_level_is_refused():
+    with pytest.raises(ValueError, match="protocol level 3"):
+        ConnectOptions(client_id="c", protocol_level=3)
+    with pytest.raises(ValueError, match="protocol level 6"):
+        PacketReader(protocol_level=6)
+
+
+def test_v4_subscribe_options_byte_is_the_qos_alone():
+    expected = h("82 13 0007 000e" + b"carewatch/v1/#".hex() + "01")
+    assert encode_subscribe_v4(7, "carewatch/v1/#") == expected
+    assert encode_subscribe_v4(1, "t", qos=0)[-1] == 0
+
+
+def test_v4_publish_has_no_properties_byte():
+    assert encode_publish_v4("a/b", b"hi", qos=0) == h("30 07 0003 612f62 6869")
+    assert encode_publish_v4("a/b", b"hi", qos=1, packet_id=10, retain=True) == h(
+        "33 09 0003 612f62 000a 6869"
+    )
+
+
+def test_v4_reader_takes_the_byte_after_the_packet_id_as_payload():
+    # In MQTT 5 the 0x00 would be an empty property length; in 3.1.1 it is payload.
+    assert parse_one_v4(h("32 0a 0003 612f62 1234 00 6869")) == Publish(
+        "a/b", b"\x00hi", 1, 0x1234, False, False
+    )
+    assert parse_one_v4(h("30 07 0003 612f62 6869")) == Publish("a/b", b"hi", 0, 0, False, False)
+
+
+def test_v4_reader_reports_dup_and_retain_flags():
+    assert parse_one_v4(h("3b 09 0003 612f62 0001 6869")) == Publish("a/b", b"hi", 1, 1, True, True)
+
+
+def test_v4_publish_with_qos_3_is_a_protocol_error():
+    with pytest.raises(MqttProtocolError, match="QoS 3"):
+        PacketReader(protocol_level=MQTT_3_1_1).feed(h("36 07 0003 612f62 0001"))
+
+
+@HYPOTHESIS
+@given(
+    topic=st.text(min_size=1, max_size=100),
+    payload=st.binary(max_size=400),
+    qos=st.sampled_from([0, 1]),
+    packet_id=st.integers(min_value=1, max_value=65535),
+    retain=st.booleans(),
+)
+def test_v4_encoded_publish_reads_back_unchanged(topic, payload, qos, packet_id, retain):
+    packet = encode_publish_v4(topic, payload, qos=qos, packet_id=packet_id, retain=retain)
+    expected_id = packet_id if qos else 0
+    assert parse_one_v4(packet) == Publish(topic, payload, qos, expected_id, False, retain)
+
+
+@pytest.mark.parametrize(
+    ("return_code", "reason_code"),
+    [(0, 0x00), (1, 0x84), (2, 0x85), (3, 0x88), (4, 0x86), (5, 0x87), (6, 0x80), (0xFF, 0x80)],
+)
+def test_v4_connack_return_codes_map_to_mqtt5_reason_codes(return_code, reason_code):
+    assert parse_one_v4(bytes((0x20, 0x02, 0x00, return_code))) == ConnAck(False, reason_code, {})
+
+
+def test_v4_connack_session_present():
+    assert parse_one_v4(h("20 02 01 00")) == ConnAck(True, 0, {})
+
+
+def test_v4_suback_return_codes_keep_their_values():
+    assert parse_one_v4(h("90 04 0007 01 80")) == Ack(PacketType.SUBACK, 7, (1, 0x80))
+
+
+def test_v4_puback_and_pingresp():
+    assert parse_one_v4(h("40 02 0005")) == Ack(PacketType.PUBACK, 5, (0,))
+    assert parse_one_v4(h("d0 00")) == Ack(PacketType.PINGRESP, 0, ())
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        pytest.param("20 03 00 00 00", id="connack-with-property-length"),
+        pytest.param("20 01 00", id="short-connack"),
+        pytest.param("90 02 0001", id="suback-without-return-code"),
+        pytest.param("40 03 0005 10", id="puback-with-reason-code"),
+        pytest.param("e0 00", id="server-disconnect"),
+        pytest.param("30 00", id="publish-without-topic"),
+    ],
+)
+def test_v4_reader_refuses_mqtt5_shapes_and_truncation(packet):
+    with pytest.raises(MqttProtocolError):
+        PacketReader(protocol_level=MQTT_3_1_1).feed(h(packet))
+
+
+V4_STREAM = b"".join(
+    [
+        h("20 02 00 00"),
+        h("90 03 0001 01"),
+        encode_publish_v4("carewatch/v1/gw/dev/json", b'{"kind":"panic"}', qos=1, packet_id=1),
+        encode_publish_v4("carewatch/v1/gw/dev/json", bytes(300), qos=0),
+        h("40 02 0009"),
+        h("d0 00"),
+    ]
+)
+
+
+def test_v4_reader_fed_the_stream_split_at_every_position_yields_the_same_packets():
+    expected = PacketReader(protocol_level=MQTT_3_1_1).feed(V4_STREAM)
+    assert [type(p).__name__ for p in expected] == ["ConnAck", "Ack", "Publish", "Publish", "Ack", "Ack"]
+    for split in range(len(V4_STREAM) + 1):
+        reader = PacketReader(protocol_level=MQTT_3_1_1)
+        assert reader.feed(V4_STREAM[:split]) + reader.feed(V4_STREAM[split:]) == expected
+
+
+# --- choosing the protocol (MqttSettings) ------------------------------------------------
+
+
+def test_mqtt_url_chooses_protocol_3_1_1():
+    settings = MqttSettings.from_url("mqtt://u:p@broker:1883?protocol=3.1.1")
+    assert (settings.protocol, settings.protocol_level, settings.host, settings.port) == (
+        "3.1.1",
+        MQTT_3_1_1,
+        "broker",
+        1883,
+    )
+
+
+def test_mqtt_url_defaults_to_mqtt5():
+    assert MqttSettings.from_url("mqtt://broker").protocol_level == 5
+    assert MqttSettings.from_url("mqtt://broker?protocol=5").protocol_level == 5
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mqtt://b?protocol=3.1", "mqtt://b?protocol=", "mqtt://b?proto=5", "mqtt://b?protocol=5&protocol=3.1.1"],
+)
+def test_mqtt_url_with_an_unknown_protocol_or_parameter_is_refused(url):
+    with pytest.raises(ConfigError):
+        MqttSettings.from_url(url)
