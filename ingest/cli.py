@@ -25,8 +25,10 @@ from alerts import State
 from devices import DecodeContext, Event, parse_ts
 from devices.codecs import CODECS
 from devices.registry import Enforcement
-from ingest.errors import ConfigError
+from devices.routes import RouteError, parse_route
+from ingest.errors import ConfigError, IngestError
 from ingest.options import add_dsn, add_retention, add_rules, env, retention_from
+from ingest.pipeline import PipelineSettings
 from ingest.schema import TimescaleMode, migrate
 from ingest.service import run_ingest
 from ingest.settings import (
@@ -106,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_rules(ingest)
     add_retention(ingest)
     ingest.add_argument(
+        "--route",
+        action="append",
+        default=env("CAREWATCH_ROUTES", "").split(),
+        metavar="FILTER=FORMAT@GATEWAY",
+        help="also read another topic layout, e.g. zigbee2mqtt/+=z2m@hub-1 (the + levels name the "
+        "device); repeatable (env CAREWATCH_ROUTES, space-separated)",
+    )
+    ingest.add_argument(
         "--registry",
         choices=[m.value for m in Enforcement],
         default=env("CAREWATCH_REGISTRY", Enforcement.AUTO.value),
@@ -174,10 +184,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="when it was received (RFC 3339 or epoch ms); default now; the time of frames without one",
     )
 
-    commands.add_parser("demo", help="run the whole pipeline on an embedded default (coming: issue 5)")
+    _add_demo(commands)
     for module in _command_modules():
         module.add_commands(commands)
     return parser
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole pipeline on an embedded default and score it",
+        description="Start a broker (Mosquitto with the repo's config when installed, else an embedded "
+        "one), a database (embedded PostgreSQL unless --dsn), carewatch ingest and a dispatcher, play a "
+        "bundled scenario with hundreds of devices, and print a scorecard. Exit 0 only if every "
+        "expected alert was raised and nothing was lost. Ctrl-C stops everything it started.",
+    )
+    demo.add_argument("--scenario", default="demo", help="bundled scenario name or TOML file (default demo)")
+    demo.add_argument("--devices", type=int, help="fleet size (default: the scenario's)")
+    demo.add_argument("--seed", type=int, help="simulator seed (default: the scenario's)")
+    demo.add_argument(
+        "--speed", type=float, help="simulated seconds per wall second (default: the scenario's)"
+    )
+    demo.add_argument("--dsn", help="use this (empty) database instead of an embedded PostgreSQL")
+    demo.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="which broker (default auto)",
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the work directory (logs, manifest)")
 
 
 class CommandModule(Protocol):
@@ -188,7 +223,7 @@ class CommandModule(Protocol):
 
 
 #: Sub-command families kept in their own modules (imported lazily: ``decode`` stays fast).
-_COMMAND_MODULE_NAMES = ("ingest.commands_devices", "ingest.commands_gateways")
+_COMMAND_MODULE_NAMES = ("ingest.commands_devices", "ingest.commands_gateways", "ingest.commands_sim")
 
 
 def _command_modules() -> list[CommandModule]:
@@ -219,9 +254,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _demo(_args: argparse.Namespace) -> int:
-    print("carewatch demo is coming (issue 5); see README for the test command.")
-    return 0
+def _demo(args: argparse.Namespace) -> int:
+    from ingest.demo import DemoOptions, run_demo  # noqa: PLC0415 - pulls in the simulator
+    from simulator.errors import SimulatorError  # noqa: PLC0415
+
+    options = DemoOptions(
+        scenario=args.scenario,
+        devices=args.devices,
+        seed=args.seed,
+        speed=args.speed,
+        dsn=args.dsn,
+        broker=args.broker,
+        keep=args.keep,
+    )
+    try:
+        return run_demo(options)
+    except (IngestError, SimulatorError) as exc:
+        print(f"carewatch demo: {exc}", file=sys.stderr)
+        return 1
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -231,6 +281,10 @@ def _ingest(args: argparse.Namespace) -> int:
         receive_maximum=args.receive_maximum,
     )
     rules = RulesConfig.load(args.rules) if args.rules else RulesConfig.default()
+    try:
+        routes = tuple(parse_route(spec, frozenset(CODECS)) for spec in args.route)
+    except RouteError as exc:
+        raise ConfigError(str(exc)) from None
     settings = IngestSettings(
         rules=rules,
         alert_policy=alerts.AlertPolicy(escalate_after_s=args.escalate_after_s),
@@ -241,6 +295,7 @@ def _ingest(args: argparse.Namespace) -> int:
         timescale=TimescaleMode(args.timescale),
         registry=Enforcement(args.registry),
         retention=retention_from(args),
+        pipeline=PipelineSettings(routes=routes),
     )
 
     async def run() -> int:

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 
 from devices import (
     READING_METRICS,
+    TOPIC_ROOT,
     DecodeContext,
     DecodeError,
     Event,
     RejectReason,
     TimePolicy,
+    TopicParts,
     is_outbound,
     parse_topic,
 )
@@ -35,9 +37,12 @@ if TYPE_CHECKING:
     from alerts import AlertRequest
     from devices import FieldValue
     from devices.registry import Device
+    from devices.routes import Route
     from ingest.envelope import Envelope
 
 logger = logging.getLogger(__name__)
+
+_OWN_PREFIX = f"{TOPIC_ROOT}/"
 
 #: readings row: time, device_id, metric, value, received_at, msg_id
 ReadingRow = tuple["datetime", str, str, float, "datetime", str]
@@ -112,10 +117,12 @@ class PipelineSettings:
         max_payload_bytes: larger payloads are quarantined (kept, not parsed);
             the broker's own ``max_packet_size`` sits above this so they reach us.
         time_policy: which device timestamps are believed.
+        routes: other topic layouts the service reads (Zigbee2MQTT, OwnTracks...).
     """
 
     max_payload_bytes: int = 64 * 1024
     time_policy: TimePolicy = field(default_factory=TimePolicy)
+    routes: tuple[Route, ...] = ()
 
 
 class Pipeline:
@@ -146,10 +153,24 @@ class Pipeline:
             quarantine(rows, RejectReason.INTERNAL_ERROR, type(exc).__name__, None, None)
         return rows
 
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """The extra topic layouts this pipeline reads (the service subscribes to them too)."""
+        return self._settings.routes
+
+    def _topic_parts(self, topic: str) -> TopicParts:
+        """The identity a topic carries: ``carewatch/v1/...``, else the first route that matches."""
+        if self._settings.routes and not topic.startswith(_OWN_PREFIX):
+            for route in self._settings.routes:
+                parts = route.match(topic)
+                if parts is not None:
+                    return parts
+        return parse_topic(topic)
+
     def _decode_into(self, rows: MessageRows) -> None:
         envelope = rows.envelope
         try:
-            parts = parse_topic(envelope.topic)
+            parts = self._topic_parts(envelope.topic)
         except DecodeError as exc:
             quarantine(rows, exc.reason, exc.detail, None, None)
             return

@@ -88,6 +88,7 @@ class Intake:
         alerting: Alerting,
     ) -> None:
         self._settings = settings
+        self._filters = (SUBSCRIPTION, *(route.topic_filter for route in pipeline.routes))
         self._alerting = alerting
         self._pipeline = pipeline
         self._batcher = batcher
@@ -132,7 +133,8 @@ class Intake:
                 self._subscribed = False
                 # Always (re)subscribe: harmless when the session already has it,
                 # and it repairs a session the broker expired.
-                await session.subscribe(SUBSCRIPTION, qos=1)
+                for topic_filter in self._filters:
+                    await session.subscribe(topic_filter, qos=1)
                 self._subscribed = True
             except (MqttError, TimeoutError) as exc:
                 self._metrics.mqtt_connects.labels(outcome="failed").inc()

@@ -155,3 +155,24 @@ def test_the_service_trusts_only_registered_devices_under_their_gateway_and_supe
             sent += 1
             time.sleep(1)
     assert count(tsdb.dsn, "SELECT count(*) FROM readings WHERE device_id = 'w-9'") == 1
+
+
+@pytest.mark.mqtt
+@pytest.mark.slow
+def test_a_routed_zigbee2mqtt_layout_is_subscribed_decoded_and_raises_the_panic(
+    broker: RunningBroker, pgdb: TestDatabase, tmp_path: Path, ingest_factory: list[IngestProcess]
+) -> None:
+    start_ingest(ingest_factory, broker, pgdb.dsn, tmp_path, "--route", "zigbee2mqtt/+=z2m@hub-1")
+    with Publisher(broker.service_port) as z2m:
+        z2m.publish("zigbee2mqtt/sos-1", b'{"action":"emergency","battery":91}')
+        z2m.publish("zigbee2mqtt/sos-1", b'{"action":""}')  # the reset that follows: no event
+        z2m.publish("zigbee2mqtt/bridge/state", b'{"state":"online"}')  # not under the route: not taken
+    assert wait_for_count(pgdb.dsn, "SELECT count(*) FROM alerts", 1) == 1
+    with psycopg.connect(pgdb.dsn) as conn:
+        alerts = conn.execute("SELECT device_id, rule, severity FROM alerts").fetchall()
+        events = conn.execute("SELECT device_id, gateway_id, kind FROM device_events").fetchall()
+        readings = conn.execute("SELECT device_id, metric, value FROM readings").fetchall()
+    assert alerts == [("sos-1", "panic", "critical")]
+    assert events == [("sos-1", "hub-1", "panic")]
+    assert readings == [("sos-1", "battery_pct", 91.0)]
+    assert count(pgdb.dsn, "SELECT count(*) FROM quarantine") == 0
