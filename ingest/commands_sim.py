@@ -176,6 +176,14 @@ def _record(args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> int:
         if args.duration is not None:
             asyncio.get_running_loop().call_later(args.duration, stop.set)
+        ready = asyncio.Event()
+
+        async def announce() -> None:
+            await ready.wait()
+            # Scripts wait for this line before starting what they record.
+            print(f"recording {args.topic} to {args.out}", file=sys.stderr, flush=True)
+
+        announcer = asyncio.create_task(announce())
         with args.out.open("w", encoding="utf-8") as out:
             count = await record(
                 args.mqtt_url,
@@ -184,7 +192,9 @@ def _record(args: argparse.Namespace) -> int:
                 stop=stop,
                 max_messages=args.count,
                 include_alerts=args.include_alerts,
+                ready=ready,
             )
+        announcer.cancel()
         print(f"recorded {count} messages to {args.out}", file=sys.stderr)
         return 0
 

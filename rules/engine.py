@@ -69,6 +69,9 @@ class _Hold:
 
     event_key: str
     device_ms: int
+    #: The fall's own time, to the microsecond: the alert's triggered_at must
+    #: equal the stored event's time (ms above are for window arithmetic).
+    device_time: datetime
     due_ms: int
     received_at: datetime
     severity_evidence: dict[str, EvidenceValue]
@@ -163,7 +166,7 @@ class RuleEngine:
         device = self._device(device_id)
         ms = _ms(device_time)
         due_ms = ms + int(device.limits.fall_cancel_window_s * 1000)
-        device.holds.append(_Hold(event_key, ms, due_ms, received_at, {}))
+        device.holds.append(_Hold(event_key, ms, device_time, due_ms, received_at, {}))
 
     def restore_seen(
         self, device_id: str, *, last_seen_at: datetime, last_activity_at: datetime | None
@@ -252,7 +255,7 @@ class RuleEngine:
                     occurrence_key=key,
                 )
             ]
-        hold = _Hold(key, fall_ms, due_ms, received_at, evidence)
+        hold = _Hold(key, fall_ms, event.observed_at, due_ms, received_at, evidence)
         if self._window_passed_by_device_time(device, hold):
             # Arrived after its own window (a late delivery): alert now.
             return [self._raise_fall(device, hold)]
@@ -286,7 +289,7 @@ class RuleEngine:
                         Severity.CRITICAL,
                         None,
                         occurrence_key=hold.event_key,
-                        triggered_at=_at(hold.device_ms),
+                        triggered_at=hold.device_time,
                         evidence={"cancelled_after_s": (cancel_ms - hold.device_ms) / 1000},
                     )
                 )
@@ -466,7 +469,7 @@ class RuleEngine:
             Severity.CRITICAL,
             None,
             occurrence_key=hold.event_key,
-            triggered_at=_at(hold.device_ms),
+            triggered_at=hold.device_time,
             evidence={**hold.severity_evidence, "cancel_window_s": device.limits.fall_cancel_window_s},
         )
 

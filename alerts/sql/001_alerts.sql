@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     state              text        NOT NULL DEFAULT 'open'
                        CHECK (state IN ('open', 'acknowledged', 'dispatched', 'resolved', 'cleared')),
     emergency          boolean     NOT NULL,  -- 15 min on-site promise; else 30 min general help
-    triggered_at       timestamptz NOT NULL,  -- device time of the trigger
+    triggered_at       timestamptz NOT NULL,  -- time of the trigger: device time, or receive time for formats without one
     raised_at          timestamptz NOT NULL,  -- when Carewatch raised it
     sla_due_at         timestamptz NOT NULL,
     dedup_key          text        NOT NULL,  -- one active alert per key

@@ -296,3 +296,15 @@ def test_a_cancel_clears_the_pre_alert_at_the_cancels_device_time():
     timeline.send("fall", 0, stage="warning", received_s=1)
     (clear,) = timeline.send("cancel", 5, received_s=65)
     assert clear.triggered_at == at(5)
+
+
+def test_a_raised_fall_is_triggered_at_the_falls_own_time_to_the_microsecond():
+    # Formats without device time file a fall under its receive time, with
+    # microseconds; the alert must name that exact instant (the scorer and the
+    # audit trail join the alert to its event on it).
+    timeline = Timeline()
+    timeline.send("fall", 12.345678)
+    hits = timeline.tick(12.345678 + WINDOW_S + 1)
+    assert summary(hits) == [(RAISE, "fall", CRITICAL)]
+    assert hits[0].triggered_at == at(12.345678)
+    assert hits[0].triggered_at.microsecond == 345678
