@@ -277,7 +277,7 @@ class IngestMetrics:
         """Read whether a role's connection is open at scrape time."""
         self.db_connections_open.labels(role=role).set_function(lambda: float(is_open()))
 
-    def observe_decode(self, rows: MessageRows, duration_s: float) -> None:
+    def observe_decode(self, rows: MessageRows, duration_s: float | None) -> None:
         """Count one decoded message by format and outcome.
 
         The format comes from the topic's channel and is folded into a closed
@@ -285,8 +285,7 @@ class IngestMetrics:
         """
         if rows.ignored or rows.synthetic:
             return
-        parts = rows.envelope.topic.split("/")
-        channel = parts[4] if len(parts) == 5 else UNKNOWN_FORMAT  # noqa: PLR2004 - the topic contract
+        channel = rows.channel or UNKNOWN_FORMAT
         stored = bool(rows.readings or rows.events)
         outcome = ("partial" if stored else "quarantined") if rows.quarantine else "decoded"
         # Labelled children are cached: .labels() costs a lock and a dict
@@ -301,13 +300,15 @@ class IngestMetrics:
             if fmt != UNKNOWN_FORMAT:  # never let invented channels grow the cache
                 self._decode_children[(channel, outcome)] = children
         children[0].inc()
-        children[1].observe(duration_s)
+        if duration_s is not None:
+            children[1].observe(duration_s)
 
-    def observe_rules(self, decisions: Iterable[AlertRequest], duration_s: float) -> None:
-        """Count the rule engine's decisions over one message."""
+    def observe_rules(self, decisions: Iterable[AlertRequest], duration_s: float | None) -> None:
+        """Count the rule engine's decisions over one message (and its timing, when sampled)."""
         for decision in decisions:
             self.rule_decisions.labels(rule=decision.rule, action=decision.action).inc()
-        self.rules_evaluation_duration.observe(duration_s)
+        if duration_s is not None:
+            self.rules_evaluation_duration.observe(duration_s)
 
 
 _ACTIVE_STATES = ("open", "acknowledged", "dispatched")

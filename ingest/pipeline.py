@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _OWN_PREFIX = f"{TOPIC_ROOT}/"
+#: Parsed topics remembered; a fleet of this many devices never parses twice.
+_TOPIC_CACHE_SIZE = 100_000
 
 #: readings row: time, device_id, metric, value, received_at, msg_id
 ReadingRow = tuple["datetime", str, str, float, "datetime", str]
@@ -88,6 +90,7 @@ class MessageRows:
             the reason: stored and put in front of an operator, never fed
             to the rules as the elder's own.
         gateway_id: the gateway of the topic ('' when the topic was invalid).
+        channel: the format it was read as ('' when the topic was invalid).
         lane: who writes it: "" the batch; "queued" or "writing" the
             life-safety fast lane; "committed" the fast lane did (the batch
             still acknowledges it, in arrival order, without writing it
@@ -106,6 +109,7 @@ class MessageRows:
     alerts: list[AlertRequest] = field(default_factory=list)
     unverified: list[tuple[Event, RejectReason]] = field(default_factory=list)
     gateway_id: str = ""
+    channel: str = ""
     lane: str = ""
 
 
@@ -136,6 +140,7 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings, registry: Registry | None = None) -> None:
         self._settings = settings
         self.registry = registry or Registry()
+        self._topics: dict[str, TopicParts] = {}
 
     def process(self, envelope: Envelope) -> MessageRows:
         """Decode one message into the rows it must be stored as."""
@@ -159,7 +164,20 @@ class Pipeline:
         return self._settings.routes
 
     def _topic_parts(self, topic: str) -> TopicParts:
-        """The identity a topic carries: ``carewatch/v1/...``, else the first route that matches."""
+        """The identity a topic carries: ``carewatch/v1/...``, else the first route that matches.
+
+        Devices publish on the same few topics all day, so a valid topic is
+        parsed once and remembered (up to :data:`_TOPIC_CACHE_SIZE` topics).
+        """
+        parts = self._topics.get(topic)
+        if parts is None:
+            parts = self._parse_topic(topic)
+            if len(self._topics) >= _TOPIC_CACHE_SIZE:
+                self._topics.clear()
+            self._topics[topic] = parts
+        return parts
+
+    def _parse_topic(self, topic: str) -> TopicParts:
         if self._settings.routes and not topic.startswith(_OWN_PREFIX):
             for route in self._settings.routes:
                 parts = route.match(topic)
@@ -179,6 +197,7 @@ class Pipeline:
             quarantine(rows, RejectReason.PAYLOAD_TOO_LARGE, detail, parts.gateway_id, parts.device_id)
             return
         rows.gateway_id = parts.gateway_id
+        rows.channel = parts.channel
         codec = codec_for(parts.channel)
         if codec is None:
             detail = f"no codec for channel {parts.channel!r}"

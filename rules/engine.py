@@ -34,8 +34,11 @@ _RANK = {None: 0, Severity.WARNING: 1, Severity.MAJOR: 2, Severity.CRITICAL: 3}
 _PASSIVE_KINDS = frozenset({Kind.HEARTBEAT, Kind.BATTERY})
 
 
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return (moment - _EPOCH) // _ONE_MS
 
 
 def _at(ms: int) -> datetime:
