@@ -49,9 +49,6 @@ logger = logging.getLogger(__name__)
 #: Decode and rule timings are taken for one message in 16: two clock reads
 #: and two histogram updates per message cost more than the sample is worth.
 _TIMING_SAMPLE_MASK = 15
-#: Allocations between young collections, and young (older) collections between older ones.
-_GC_YOUNG_THRESHOLD = 10_000
-_GC_OLDER_THRESHOLD = 50
 
 
 def utc_now() -> datetime:
@@ -238,18 +235,18 @@ async def _tick(alerting: Alerting, batcher: Batcher, stop: asyncio.Event, inter
 
 
 def _tune_gc() -> None:
-    """Make the cyclic garbage collector cheap for a long-running stream processor.
+    """Take everything that exists after start-up out of the garbage collector's walks.
 
     Almost everything allocated per message is freed by reference counting;
     the collector's cost is the full collections that walk every long-lived
-    object (rule windows, caches, imported modules). Freezing what exists
-    after start-up takes it out of those walks, and rarer older-generation
-    collections keep them rare. Measured by bench/ingest_throughput.py.
+    object (modules, the restored rule state). Freezing them makes those
+    walks shorter. The generation thresholds stay at their defaults: a
+    larger young generation made the panic latency tail worse
+    (bench/alert_latency.py), and a panic's latency matters more than bulk
+    throughput.
     """
     gc.collect()
     gc.freeze()
-    young, _, _ = gc.get_threshold()
-    gc.set_threshold(max(young, _GC_YOUNG_THRESHOLD), _GC_OLDER_THRESHOLD, _GC_OLDER_THRESHOLD)
 
 
 async def _restore(dsn: str, supervision: Supervision, alerting: Alerting) -> None:
