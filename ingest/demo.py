@@ -257,10 +257,11 @@ async def _dispatcher(dsn: str, stop: asyncio.Event, say: Any) -> None:  # noqa:
                             conn, claimed.id, "acknowledge", by="demo-operator", now=now()
                         )
                     left_s = (claimed.sla_due_at - now()).total_seconds()
+                    promise = "to be on site" if claimed.emergency else "for general help"
                     say(
                         f"DISPATCH alert #{claimed.id} {claimed.severity} {claimed.rule}"
                         f" on {claimed.device_id}: claimed and acknowledged,"
-                        f" {left_s / 60:.0f} min left to be on site"
+                        f" {left_s / 60:.0f} min left {promise}"
                     )
         except psycopg.OperationalError:
             await asyncio.sleep(1.0)

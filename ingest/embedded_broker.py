@@ -76,7 +76,8 @@ def free_port() -> int:
         return port
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
+    """Tell whether something listens on 127.0.0.1:``port``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -228,7 +229,7 @@ def start_mosquitto(
         )
     broker = MosquittoBroker(port, workdir, process, owns_workdir)
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not _accepts(port):
+    while not accepts(port):
         if process.poll() is not None or time.monotonic() > deadline:
             detail = _tail(workdir / "mosquitto.log") + _tail(stderr_file)
             broker.stop()

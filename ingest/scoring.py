@@ -253,20 +253,8 @@ def score(
 
 
 def _from_plan(e: Expectation) -> ExpectedAlert:
-    return ExpectedAlert(
-        incident_id=e.incident_id,
-        kind=e.kind,
-        device_id=e.device_id,
-        rule=e.rule,
-        expect=e.expect,
-        within_s=e.within_s,
-        clock=e.clock,
-        line=e.line,
-        start_ms=e.start_ms,
-        end_ms=e.end_ms,
-        start_wall=datetime.min.replace(tzinfo=UTC),  # unknown without a manifest; unused
-        note=e.note,
-    )
+    # The wall time is unknown without a manifest (and unused then).
+    return ExpectedAlert.of(e, start_wall=datetime.min.replace(tzinfo=UTC))
 
 
 def _occurrences(

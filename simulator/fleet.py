@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from devices.registry import CSV_COLUMNS
 from simulator.profiles import PROFILES, Profile
 
 if TYPE_CHECKING:
@@ -33,19 +34,8 @@ _LAST_NAMES: Final = (
     "Svensson", "Gustafsson", "Pettersson", "Jonsson", "Lindberg", "Lindqvist", "Berg", "Holm",
 )  # fmt: skip
 
-#: Columns of the registry CSV (``carewatch devices import``).
-REGISTRY_COLUMNS: Final = (
-    "device_id",
-    "gateway_id",
-    "profile",
-    "elder_id",
-    "elder_name",
-    "living_alone",
-    "birth_year",
-    "risk_tier",
-    "timezone",
-    "heartbeat_interval_s",
-)
+#: Columns of the registry CSV (``carewatch devices import``), as the registry defines them.
+REGISTRY_COLUMNS: Final = CSV_COLUMNS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,11 +166,12 @@ def registry_rows(fleet: Fleet) -> list[dict[str, str]]:
     Once any device is registered, ingest quarantines unknown ones: a simulated
     fleet must be registered before it runs against such a database.
     """
-    return [
+    rows = [
         {
             "device_id": d.device_id,
             "gateway_id": d.gateway_id,
             "profile": d.profile.rules_profile,
+            "model": f"simulated {d.profile.name}",
             "elder_id": d.elder_id,
             "elder_name": d.elder_name,
             "living_alone": "true" if d.living_alone else "false",
@@ -191,3 +182,4 @@ def registry_rows(fleet: Fleet) -> list[dict[str, str]]:
         }
         for d in fleet.devices
     ]
+    return [{column: row[column] for column in REGISTRY_COLUMNS} for row in rows]

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any, Final
 from devices import READING_METRICS, DecodeContext, TimeSource, parse_topic
 from devices.codecs import codec_for
 from simulator.errors import ManifestError
+from simulator.timeline import Background
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from simulator.timeline import Plan, SimMessage
+    from simulator.timeline import Expectation, Plan, SimMessage
 
 FORMAT: Final = "carewatch-sim-manifest/1"
 
@@ -76,16 +77,26 @@ class ExpectedAlert:
     messages: tuple[tuple[int, datetime], ...] = ()
     note: str = ""
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BackgroundSpan:
-    """Background behaviour that may raise ``rule`` (``not_worn`` at night...), in sim ms."""
-
-    device_id: str
-    rule: str
-    start_ms: int
-    end_ms: int
-    reason: str
+    @classmethod
+    def of(
+        cls, e: Expectation, *, start_wall: datetime, messages: tuple[tuple[int, datetime], ...] = ()
+    ) -> ExpectedAlert:
+        """The expectation of a plan, placed on the wall clock of a run."""
+        return cls(
+            incident_id=e.incident_id,
+            kind=e.kind,
+            device_id=e.device_id,
+            rule=e.rule,
+            expect=e.expect,
+            within_s=e.within_s,
+            clock=e.clock,
+            line=e.line,
+            start_ms=e.start_ms,
+            end_ms=e.end_ms,
+            start_wall=start_wall,
+            messages=messages,
+            note=e.note,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,7 +136,7 @@ class Manifest:
     duplicates: int
     expected_quarantined: int
     expected: tuple[ExpectedAlert, ...]
-    background: tuple[BackgroundSpan, ...]
+    background: tuple[Background, ...]
     timed: dict[str, dict[str, list[int]]]
     untimed: dict[str, dict[str, int]]
     stopped_early: bool = False
@@ -242,7 +253,7 @@ def load_manifest(path: Path) -> Manifest:
                 for e in document["expected"]
             ),
             background=tuple(
-                BackgroundSpan(
+                Background(
                     device_id=b["device"],
                     rule=b["rule"],
                     start_ms=int(b["start_ms"]),
@@ -321,23 +332,7 @@ class ManifestBuilder:
         for e in self.plan.expectations:
             start_wall = self.wall_start + timedelta(seconds=e.start_ms / 1000 / self.speed)
             messages = sorted(self._incident_messages.get((e.incident_id, e.device_id), []))
-            expected.append(
-                ExpectedAlert(
-                    incident_id=e.incident_id,
-                    kind=e.kind,
-                    device_id=e.device_id,
-                    rule=e.rule,
-                    expect=e.expect,
-                    within_s=e.within_s,
-                    clock=e.clock,
-                    line=e.line,
-                    start_ms=e.start_ms,
-                    end_ms=e.end_ms,
-                    start_wall=start_wall,
-                    messages=tuple(messages),
-                    note=e.note,
-                )
-            )
+            expected.append(ExpectedAlert.of(e, start_wall=start_wall, messages=tuple(messages)))
         return Manifest(
             scenario=self.plan.scenario.name,
             seed=self.plan.seed,
@@ -352,12 +347,7 @@ class ManifestBuilder:
             duplicates=self.duplicates,
             expected_quarantined=self.expected_quarantined,
             expected=tuple(expected),
-            background=tuple(
-                BackgroundSpan(
-                    device_id=b.device_id, rule=b.rule, start_ms=b.start_ms, end_ms=b.end_ms, reason=b.reason
-                )
-                for b in self.plan.background
-            ),
+            background=tuple(self.plan.background),
             timed={d: {k: sorted(v) for k, v in keys.items()} for d, keys in sorted(self._timed.items())},
             untimed={d: dict(keys) for d, keys in sorted(self._untimed.items())},
             stopped_early=stopped_early,

@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ingest.embedded_broker import accepts, free_port
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -97,14 +98,6 @@ class RunningBroker:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _checked_path(path: Path, what: str) -> str:
@@ -223,14 +216,6 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or f"<{path.name} empty>"
 
 
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def start_broker(
     repo_root: Path,
     workdir: Path,
@@ -290,7 +275,7 @@ def start_broker(
     broker = RunningBroker(service_port, device_port, workdir, process)
 
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not (_accepts(service_port) and _accepts(device_port)):
+    while not (accepts(service_port) and accepts(device_port)):
         exited = process.poll() is not None
         if exited or time.monotonic() > deadline:
             broker.kill()
