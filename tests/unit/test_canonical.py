@@ -839,3 +839,68 @@ def test_any_panic_or_fall_object_is_kept_whatever_its_fields(kind, body):
     assert event.kind is Kind(kind)
     assert event.is_life_safety
     assert event.observed_at.tzinfo is not None
+
+
+# --- the heart-rate fast path gives the model's answers -------------------------------------
+
+from devices import canonical as canonical_module  # noqa: E402
+
+_HR_VALUES = st.one_of(
+    st.integers(min_value=-5, max_value=400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 0.0, 300, 300.0, 300.0000001, 1e-9, True, False, None, "72", [72]]),
+)
+_HR_TS = st.one_of(
+    st.integers(min_value=-(2**62), max_value=2**62),
+    st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "2026-13-01T00:00:00Z", "", True, 1.5]),
+)
+_HR_ITEMS = st.fixed_dictionaries(
+    {"kind": st.just("heart_rate")},
+    optional={
+        "ts": _HR_TS,
+        "bpm": _HR_VALUES,
+        "msg_id": st.one_of(st.none(), st.text(max_size=70), st.integers()),
+        "extra": st.integers(),
+        "battery_pct": st.integers(),
+    },
+)
+
+
+def _through_the_model(item, received_at):
+    original = canonical_module._plain_heart_rate
+    canonical_module._plain_heart_rate = lambda _item: None
+    try:
+        return canonical_module.decode_canonical(
+            json.dumps(item, allow_nan=True).encode(),
+            device_id="d",
+            received_at=received_at,
+            policy=TimePolicy(),
+        )
+    finally:
+        canonical_module._plain_heart_rate = original
+
+
+@settings(max_examples=400, deadline=None)
+@given(item=_HR_ITEMS)
+def test_the_heart_rate_fast_path_answers_exactly_as_the_model(item):
+    received_at = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    fast = canonical_module.decode_canonical(
+        json.dumps(item, allow_nan=True).encode(), device_id="d", received_at=received_at, policy=TimePolicy()
+    )
+    assert fast == _through_the_model(item, received_at)
+
+
+def test_the_fast_path_takes_plain_heart_rates_and_declines_the_rest():
+    plain = canonical_module._plain_heart_rate
+    assert plain({"kind": "heart_rate", "ts": 0, "bpm": 72}) is not None
+    assert plain({"kind": "heart_rate", "ts": 0, "bpm": 72, "msg_id": "m"}) is not None
+    for declined in (
+        {"kind": "heart_rate", "bpm": 72},
+        {"kind": "heart_rate", "ts": 0, "bpm": True},
+        {"kind": "heart_rate", "ts": 0, "bpm": 0},
+        {"kind": "heart_rate", "ts": 0, "bpm": math.nan},
+        {"kind": "heart_rate", "ts": 0, "bpm": 72, "msg_id": ""},
+        {"kind": "heart_rate", "ts": 0, "bpm": 72, "note": "x"},
+        {"kind": "heart_rate", "ts": "yesterday", "bpm": 72},
+    ):
+        assert plain(declined) is None, declined
