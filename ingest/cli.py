@@ -2,7 +2,9 @@
 
 Settings come from flags, falling back to ``CAREWATCH_*`` environment
 variables, falling back to defaults that work on a developer's machine.
-This module is the only place that reads the environment.
+The command-line layer (this module, :mod:`ingest.options` and the
+``ingest.commands_*`` families) is the only place that reads ``CAREWATCH_*``
+variables; everything below it takes settings as arguments.
 """
 
 from __future__ import annotations

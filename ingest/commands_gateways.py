@@ -9,7 +9,6 @@ credentials alone.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from ingest.gateways import (
     reload_broker,
     remove_gateway,
 )
+from ingest.options import env
 
 if TYPE_CHECKING:
     import argparse
@@ -79,14 +79,14 @@ def _add_files(parser: argparse.ArgumentParser, *, acl: bool, reload: bool) -> N
     parser.add_argument(
         "--password-file",
         type=Path,
-        default=Path(os.environ.get("CAREWATCH_MOSQUITTO_PASSWORD_FILE", DEFAULT_PASSWORD_FILE)),
+        default=Path(env("CAREWATCH_MOSQUITTO_PASSWORD_FILE", str(DEFAULT_PASSWORD_FILE))),
         help="Mosquitto password_file (env CAREWATCH_MOSQUITTO_PASSWORD_FILE; default %(default)s)",
     )
     if acl:
         parser.add_argument(
             "--acl-file",
             type=Path,
-            default=Path(os.environ.get("CAREWATCH_MOSQUITTO_ACL_FILE", DEFAULT_ACL_FILE)),
+            default=Path(env("CAREWATCH_MOSQUITTO_ACL_FILE", str(DEFAULT_ACL_FILE))),
             help="Mosquitto acl_file (env CAREWATCH_MOSQUITTO_ACL_FILE; default %(default)s)",
         )
     if reload:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ingest.options import env
 from ingest.settings import DEFAULT_DSN, DEFAULT_MQTT_URL
 
 if TYPE_CHECKING:
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this family's sub-commands to the ``carewatch`` parser."""
-    mqtt_default = os.environ.get("CAREWATCH_MQTT_URL", DEFAULT_MQTT_URL)
-    dsn_default = os.environ.get("CAREWATCH_DSN", DEFAULT_DSN)
+    mqtt_default = env("CAREWATCH_MQTT_URL", DEFAULT_MQTT_URL)
+    dsn_default = env("CAREWATCH_DSN", DEFAULT_DSN)
 
     simulate = commands.add_parser(
         "simulate",

@@ -225,11 +225,23 @@ FROM device_status
 WHERE status IN ('silent', 'offline', 'never_seen')
 ORDER BY last_seen_at NULLS FIRST, device_id"""
 
-LOW_BATTERY_SQL = """SELECT device_id, coalesce(elder_name, '') AS elder, battery_pct, battery_at
-FROM device_status
-WHERE battery_pct <= (SELECT value FROM rule_thresholds
-                      WHERE scope = 'defaults' AND name = 'battery_warning_pct')
-ORDER BY battery_pct, device_id"""
+#: Each device against its own warning level: device, then elder, then profile, then defaults
+#: (an unregistered device is judged as a wearable, as the rule engine does).
+LOW_BATTERY_SQL = """SELECT s.device_id, coalesce(s.elder_name, '') AS elder, s.battery_pct, s.battery_at
+FROM device_status s
+CROSS JOIN LATERAL (
+    SELECT value
+    FROM rule_thresholds
+    WHERE name = 'battery_warning_pct'
+      AND (scope = 'defaults'
+           OR (scope = 'profile' AND scope_id = coalesce(s.profile, 'wearable'))
+           OR (scope = 'elder' AND scope_id = s.elder_id)
+           OR (scope = 'device' AND scope_id = s.device_id))
+    ORDER BY CASE scope WHEN 'device' THEN 4 WHEN 'elder' THEN 3 WHEN 'profile' THEN 2 ELSE 1 END DESC
+    LIMIT 1
+) AS t
+WHERE s.battery_pct <= t.value
+ORDER BY s.battery_pct, s.device_id"""
 
 NOT_WORN_SQL = """SELECT device_id, coalesce(elder_name, '') AS elder, gateway_id, last_seen_at
 FROM device_status

@@ -130,7 +130,10 @@ async def _fill(dsn: str) -> dict[str, int]:
         )
         await conn.commit()
         # Anna's elder-level override must win over the default line on her device's panel.
-        config = RulesConfig.from_mapping({"elders": {"e-anna": {"hr_high_major_bpm": 110.0}}})
+        # Bert's care team wants an earlier battery warning: his 80 % pendant counts as low.
+        config = RulesConfig.from_mapping(
+            {"elders": {"e-anna": {"hr_high_major_bpm": 110.0}, "e-bert": {"battery_warning_pct": 85.0}}}
+        )
         await write_thresholds(conn, config, now=NOW)
 
     pipeline = Pipeline(PipelineSettings())
@@ -251,7 +254,8 @@ def test_every_sql_panel_returns_its_columns_and_the_scenario(
     assert statuses == {"online": 1, "silent": 1, "never_seen": 1}
     silent = ("fleet-health.json", "Silent, offline and never-seen devices", "A")
     assert column(silent, "device_id") == ["t-3", "w-2"]
-    assert column(("fleet-health.json", "Low batteries", "A"), "device_id") == ["w-1"]
+    # Each device against its own level: w-1 at 15 % (default 20), w-2 at 80 % (Bert's 85).
+    assert column(("fleet-health.json", "Low batteries", "A"), "device_id") == ["w-1", "w-2"]
     assert column(("fleet-health.json", "Devices not worn", "A"), "device_id") == ["w-1"]
     by_reason = ("fleet-health.json", "Quarantined messages per hour, by reason", "A")
     assert set(column(by_reason, "metric")) == {"malformed_json", "unsupported_channel"}
