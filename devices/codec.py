@@ -9,7 +9,7 @@ the gateway's session).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from devices.canonical import Decoded, Rejection, event_key, make_event
@@ -51,16 +51,36 @@ class Codec(Protocol):
 
 @dataclass(slots=True)
 class EventSink:
-    """Collects the events and rejections of one payload; every event is built by make_event.
+    """Collects the events and rejections of one payload (or frame); every event is built by make_event.
 
-    Codecs subclass it to add what identifies an event within their format
-    (the ``identity`` they pass to :meth:`emit` becomes its stable key).
+    Codecs wrap or subclass it to add what identifies an event within their format
+    (the ``identity`` they pass to :meth:`emit` becomes its stable key). The keyword
+    settings exist because the formats' rejection details and event keys are already
+    stored and compared, so each codec keeps its own, rather than one shape for all.
+
+    Attributes:
+        device_id: the device every event belongs to.
+        context: the receive time and timestamp policy.
+        prefix: put before every rejection detail, to say which part of a payload it
+            is about (``"frame 2: "``); a codec may change it between frames.
+        kind_in_detail: put the event's kind before the detail of a rejection
+            make_event decides on, for formats whose one part yields several kinds.
+        stamp_receive_time: add the receive time to the identity of an event without
+            a device time, so that two identical untimed presses stay two events.
+            Formats whose identity already tells them apart turn it off.
+        distinct: record each (reason, detail) once, for formats whose fields can
+            repeat the same fault within one part.
     """
 
     device_id: str
     context: DecodeContext
     events: list[Event] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    _: KW_ONLY
+    prefix: str = ""
+    kind_in_detail: bool = False
+    stamp_receive_time: bool = True
+    distinct: bool = False
 
     def emit(
         self,
@@ -73,7 +93,7 @@ class EventSink:
         flags: frozenset[str] = frozenset(),
     ) -> None:
         """Build one event, or record the rejection make_event decides on."""
-        if device_time is None:
+        if device_time is None and self.stamp_receive_time:
             # The payload alone does not tell two identical presses apart (the alert
             # store never counts an occurrence key twice): the receive time does.
             identity["received_at"] = self.context.received_at.isoformat()
@@ -92,11 +112,15 @@ class EventSink:
         if isinstance(outcome, Event):
             self.events.append(outcome)
         else:
-            self.rejections.append(outcome)
+            self.reject(
+                outcome.reason, f"{kind}: {outcome.detail}" if self.kind_in_detail else outcome.detail
+            )
 
     def reject(self, reason: RejectReason, detail: str) -> None:
-        """Record a rejected part of the payload."""
-        self.rejections.append(Rejection(reason, detail))
+        """Record a rejected part of the payload, after :attr:`prefix`."""
+        rejection = Rejection(reason, f"{self.prefix}{detail}")
+        if not (self.distinct and rejection in self.rejections):
+            self.rejections.append(rejection)
 
     def result(self) -> Decoded:
         """Return what the payload yielded."""

@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from devices.canonical import Decoded, Rejection, event_key, make_event
-from devices.codec import guarded
+from devices.canonical import Decoded, Rejection
+from devices.codec import EventSink, guarded, rejected
 from devices.errors import RejectReason
 from devices.events import Event, FieldValue, Kind
 from devices.topics import is_valid_id
@@ -98,21 +98,18 @@ _MAX_STEPS_DIGITS = 9  # a step counter; also keeps int() away from huge digit s
 
 
 @dataclass(slots=True)
-class _Frame:
-    """One frame being decoded, and what it has produced so far."""
+class _Frame(EventSink):
+    """One frame being decoded: an IW event is identified by its frame's text and place in the payload.
 
-    text: str
-    index: int
-    many: bool
-    device_id: str
-    context: DecodeContext
-    events: list[Event] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
+    A frame yields several kinds (a position, a battery level...), so a rejection make_event
+    decides on names the kind it is about.
+    """
 
-    def reject(self, reason: RejectReason, detail: str) -> None:
-        self.rejections.append(Rejection(reason, _where(self.index, self.many, detail)))
+    text: str = field(kw_only=True)
+    index: int = field(kw_only=True)
+    kind_in_detail: bool = field(default=True, kw_only=True)
 
-    def emit(
+    def add(
         self,
         kind: Kind,
         fields: dict[str, FieldValue],
@@ -121,25 +118,8 @@ class _Frame:
         time_required: bool = False,
     ) -> None:
         """Build one event; ``device_time`` None means the frame carries no time."""
-        item: dict[str, object] = {"format": "iw", "frame": self.text, "index": self.index, "kind": kind}
-        if device_time is None:
-            item["received_at"] = self.context.received_at.isoformat()
-        outcome = make_event(
-            device_id=self.device_id,
-            kind=kind,
-            device_time=device_time,
-            fields=fields,
-            msg_id=None,
-            event_key=event_key(kind, None, item),
-            flags=frozenset(),
-            received_at=self.context.received_at,
-            policy=self.context.policy,
-            time_required=time_required,
-        )
-        if isinstance(outcome, Event):
-            self.events.append(outcome)
-        else:
-            self.reject(outcome.reason, f"{kind}: {outcome.detail}")
+        identity: dict[str, object] = {"format": "iw", "frame": self.text, "index": self.index, "kind": kind}
+        self.emit(kind, fields, device_time=device_time, identity=identity, time_required=time_required)
 
 
 def decode(payload: bytes, context: DecodeContext) -> Decoded:
@@ -155,58 +135,60 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     frames = [part.strip() for part in _FRAME_SPLIT_RE.split(text)]
     frames = [part for part in frames if part]
     if not frames:
-        return Decoded([], [Rejection(RejectReason.INVALID_STRUCTURE, "empty IW payload")])
+        return rejected(RejectReason.INVALID_STRUCTURE, "empty IW payload")
     many = len(frames) > 1
     events: list[Event] = []
     rejections: list[Rejection] = []
     session_id = context.device_id
     for index, frame_text in enumerate(frames):
-        header = _HEADER_RE.match(frame_text)
-        if header is None:
-            rejections.append(
-                Rejection(RejectReason.INVALID_STRUCTURE, _where(index, many, "not an IW frame"))
-            )
-            continue
-        direction, frame_type = header.group(1).upper(), header.group(2).upper()
-        body = frame_text[header.end() :]
-        if direction != "A":
-            continue  # a server reply (IWBP..) or another family's frame: not telemetry
-        if frame_type == _LOGIN_TYPE:
-            login_id, rejection = _login(body, index, many)
-            if rejection is not None:
-                rejections.append(rejection)
-                continue
-            session_id = login_id
-        handler = _HANDLERS.get(frame_type)
-        if handler is None:
-            continue  # a frame type that carries no event
-        if session_id is None:
-            rejections.append(
-                Rejection(RejectReason.MISSING_FIELD, _where(index, many, "no device identity"))
-            )
-            continue
-        frame = _Frame(frame_text, index, many, session_id, context)
-        handler(frame, frame_type, body)
+        # Rejections name the frame only when there is more than one to tell apart.
+        prefix = f"frame {index}: " if many else ""
+        frame = _Frame(session_id or "", context, prefix=prefix, text=frame_text, index=index)
+        session_id = _decode_frame(frame, session_id)
         events.extend(frame.events)
         rejections.extend(frame.rejections)
     return Decoded(events, rejections)
 
 
-def _where(index: int, many: bool, detail: str) -> str:  # noqa: FBT001 - private helper
-    return f"frame {index}: {detail}" if many else detail
+def _decode_frame(frame: _Frame, session_id: str | None) -> str | None:
+    """Decode one frame into ``frame``; return the session's device id after it (a login sets it)."""
+    header = _HEADER_RE.match(frame.text)
+    if header is None:
+        frame.reject(RejectReason.INVALID_STRUCTURE, "not an IW frame")
+        return session_id
+    direction, frame_type = header.group(1).upper(), header.group(2).upper()
+    body = frame.text[header.end() :]
+    if direction != "A":
+        return session_id  # a server reply (IWBP..) or another family's frame: not telemetry
+    if frame_type == _LOGIN_TYPE:
+        login_id = _login(frame, body)
+        if login_id is None:
+            return session_id
+        session_id = frame.device_id = login_id
+    handler = _HANDLERS.get(frame_type)
+    if handler is None:
+        return session_id  # a frame type that carries no event
+    if session_id is None:
+        frame.reject(RejectReason.MISSING_FIELD, "no device identity")
+        return session_id
+    handler(frame, frame_type, body)
+    return session_id
 
 
-def _login(body: str, index: int, many: bool) -> tuple[str | None, Rejection | None]:  # noqa: FBT001
+def _login(frame: _Frame, body: str) -> str | None:
+    """The IMEI a login frame names, or None (and a rejection) when it names none usable."""
     imei = body.split(",", 1)[0].strip()
     if not imei:
-        return None, Rejection(RejectReason.MISSING_FIELD, _where(index, many, "AP00 login without IMEI"))
+        frame.reject(RejectReason.MISSING_FIELD, "AP00 login without IMEI")
+        return None
     if not is_valid_id(imei):
-        return None, Rejection(RejectReason.WRONG_TYPE, _where(index, many, "AP00 IMEI is not a usable id"))
-    return imei, None
+        frame.reject(RejectReason.WRONG_TYPE, "AP00 IMEI is not a usable id")
+        return None
+    return imei
 
 
 def _on_login(frame: _Frame, _type: str, _body: str) -> None:
-    frame.emit(Kind.ONLINE, {}, None)
+    frame.add(Kind.ONLINE, {}, None)
 
 
 def _on_position(frame: _Frame, frame_type: str, body: str) -> None:
@@ -228,7 +210,7 @@ def _on_position(frame: _Frame, frame_type: str, body: str) -> None:
     if battery > _MAX_PCT:
         frame.reject(RejectReason.OUT_OF_RANGE, "battery level out of range")
     elif battery > 0:  # 000 is the watch's "level unknown"
-        frame.emit(Kind.BATTERY, {"pct": battery}, device_time)
+        frame.add(Kind.BATTERY, {"pct": battery}, device_time)
 
 
 def _alarm(frame: _Frame, fields: list[str], device_time: datetime | None) -> None:
@@ -254,7 +236,7 @@ def _emit_alarm(
 ) -> None:
     # A None time here means the block's time is damaged, not absent: make_event files the
     # alarm under the receive time and flags it (life-safety kinds are never rejected).
-    frame.emit(kind, fields, device_time, time_required=True)
+    frame.add(kind, fields, device_time, time_required=True)
 
 
 def _block_time(block: re.Match[str]) -> datetime | None:
@@ -289,7 +271,7 @@ def _location(frame: _Frame, block: re.Match[str], device_time: datetime) -> Non
         return
     if lat == 0 and lon == 0:
         return  # a "fix" at 0/0 is no fix
-    frame.emit(Kind.LOCATION, {"lat": round(lat, 7), "lon": round(lon, 7)}, device_time)
+    frame.add(Kind.LOCATION, {"lat": round(lat, 7), "lon": round(lon, 7)}, device_time)
 
 
 def _on_keepalive(frame: _Frame, _type: str, body: str) -> None:
@@ -302,7 +284,7 @@ def _on_keepalive(frame: _Frame, _type: str, body: str) -> None:
         frame.reject(RejectReason.OUT_OF_RANGE, "battery level out of range")
     elif int(status["battery"]) > 0:  # 000 is the watch's "level unknown"
         heartbeat["battery_pct"] = int(status["battery"])
-    frame.emit(Kind.HEARTBEAT, heartbeat, None)
+    frame.add(Kind.HEARTBEAT, heartbeat, None)
     steps = fields[1].strip() if len(fields) > 1 else ""
     if not steps:
         return
@@ -312,7 +294,7 @@ def _on_keepalive(frame: _Frame, _type: str, body: str) -> None:
     if len(steps) > _MAX_STEPS_DIGITS:
         frame.reject(RejectReason.OUT_OF_RANGE, "steps out of range")
         return
-    frame.emit(Kind.STEPS, {"count": int(steps)}, None)
+    frame.add(Kind.STEPS, {"count": int(steps)}, None)
 
 
 def _health_fields(body: str) -> list[str]:
@@ -336,7 +318,7 @@ def _on_health_panel(frame: _Frame, _type: str, body: str) -> None:
     _blood_pressure(frame, values, 1)
     spo2 = _reading(frame, values, 3, "SpO2", 0.0, _MAX_PCT)
     if spo2 is not None:
-        frame.emit(Kind.SPO2, {"pct": spo2}, None)
+        frame.add(Kind.SPO2, {"pct": spo2}, None)
     _body_temp(frame, values, 5)
 
 
@@ -345,26 +327,26 @@ def _on_temperature(frame: _Frame, _type: str, body: str) -> None:
     _body_temp(frame, values, 0)
     battery = _reading(frame, values, 1, "battery level", 0.0, _MAX_PCT)
     if battery is not None:
-        frame.emit(Kind.BATTERY, {"pct": battery}, None)
+        frame.add(Kind.BATTERY, {"pct": battery}, None)
 
 
 def _heart_rate(frame: _Frame, values: list[str], position: int) -> None:
     bpm = _reading(frame, values, position, "heart rate", 0.0, _MAX_BPM)
     if bpm is not None:
-        frame.emit(Kind.HEART_RATE, {"bpm": bpm}, None)
+        frame.add(Kind.HEART_RATE, {"bpm": bpm}, None)
 
 
 def _blood_pressure(frame: _Frame, values: list[str], position: int) -> None:
     systolic = _reading(frame, values, position, "systolic pressure", 0.0, _MAX_MMHG)
     diastolic = _reading(frame, values, position + 1, "diastolic pressure", 0.0, _MAX_MMHG)
     if systolic is not None and diastolic is not None:
-        frame.emit(Kind.BLOOD_PRESSURE, {"systolic": systolic, "diastolic": diastolic}, None)
+        frame.add(Kind.BLOOD_PRESSURE, {"systolic": systolic, "diastolic": diastolic}, None)
 
 
 def _body_temp(frame: _Frame, values: list[str], position: int) -> None:
     celsius = _reading(frame, values, position, "body temperature", _MIN_BODY_C, _MAX_BODY_C, inclusive=False)
     if celsius is not None:
-        frame.emit(Kind.BODY_TEMP, {"celsius": celsius}, None)
+        frame.add(Kind.BODY_TEMP, {"celsius": celsius}, None)
 
 
 def _reading(  # noqa: PLR0917 - private helper with a fixed call shape

@@ -60,10 +60,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from devices.canonical import Decoded, Rejection, event_key, make_event
-from devices.codec import guarded
+from devices.canonical import Decoded, Rejection
+from devices.codec import EventSink, guarded, rejected
 from devices.errors import RejectReason
-from devices.events import LIFE_SAFETY_KINDS, Event, FieldValue, Kind
+from devices.events import LIFE_SAFETY_KINDS, FieldValue, Kind
 from devices.timing import TimestampError, parse_ts
 from devices.topics import is_valid_id
 
@@ -102,46 +102,26 @@ class _When:
 
 
 @dataclass(slots=True)
-class _Builder:
-    """Collects the events and rejections of one payload."""
+class _Builder(EventSink):
+    """A Traccar event is identified by its device, kind and time plus what the caller names.
 
-    device_id: str
-    context: DecodeContext
-    events: list[Event] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
+    The time is always part of the identity (the receive time when the payload has none),
+    so the sink does not add one; a make_event rejection names the kind it is about.
+    """
 
-    def reject(self, reason: RejectReason, detail: str) -> None:
-        self.rejections.append(Rejection(reason, detail))
+    kind_in_detail: bool = field(default=True, kw_only=True)
+    stamp_receive_time: bool = field(default=False, kw_only=True)
 
-    def emit(
-        self,
-        kind: Kind,
-        fields: dict[str, FieldValue],
-        when: _When,
-        identity: dict[str, object],
+    def add(
+        self, kind: Kind, fields: dict[str, FieldValue], when: _When, identity: dict[str, object]
     ) -> None:
         """Build one event; ``identity`` names it for :func:`event_key`."""
         if when.bad and kind not in LIFE_SAFETY_KINDS:
             self.reject(RejectReason.BAD_TIMESTAMP, f"{kind}: time is not a valid timestamp")
             return
-        device_time = when.time
         item: dict[str, object] = {"format": "traccar", "device": self.device_id, "kind": kind, **identity}
-        item["time"] = (device_time or self.context.received_at).isoformat()
-        outcome = make_event(
-            device_id=self.device_id,
-            kind=kind,
-            device_time=device_time,
-            fields=fields,
-            msg_id=None,
-            event_key=event_key(kind, None, item),
-            flags=frozenset(),
-            received_at=self.context.received_at,
-            policy=self.context.policy,
-        )
-        if isinstance(outcome, Event):
-            self.events.append(outcome)
-        else:
-            self.reject(outcome.reason, f"{kind}: {outcome.detail}")
+        item["time"] = (when.time or self.context.received_at).isoformat()
+        self.emit(kind, fields, device_time=when.time, identity=item, time_required=True)
 
 
 def decode(payload: bytes, context: DecodeContext) -> Decoded:
@@ -156,7 +136,7 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     try:
         document = json.loads(payload)
     except (ValueError, RecursionError):
-        return Decoded([], [Rejection(RejectReason.MALFORMED_JSON, "payload is not valid JSON")])
+        return rejected(RejectReason.MALFORMED_JSON, "payload is not valid JSON")
     shape = _shape(document)
     if isinstance(shape, Rejection):
         return Decoded([], [shape])
@@ -169,7 +149,7 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
         _event(builder, event)
     if position is not None:
         _position(builder, position, with_alarms=event is None)
-    return Decoded(builder.events, builder.rejections)
+    return builder.result()
 
 
 def _shape(document: object) -> tuple[dict[str, object] | None, dict[str, object] | None] | Rejection:
@@ -213,14 +193,14 @@ def _event(builder: _Builder, event: dict[str, object]) -> None:
         labels = _alarm_labels(raw)
         if not labels:
             # An alarm event whose cause is lost is still an alarm.
-            builder.emit(Kind.ALARM, {}, when, identity)
+            builder.add(Kind.ALARM, {}, when, identity)
             return
         for label in labels:
             _alarm(builder, label, when)
     elif event_type in _ONLINE_EVENTS:
-        builder.emit(Kind.ONLINE, {}, when, identity)
+        builder.add(Kind.ONLINE, {}, when, identity)
     elif event_type in _OFFLINE_EVENTS:
-        builder.emit(Kind.OFFLINE, {}, when, identity)
+        builder.add(Kind.OFFLINE, {}, when, identity)
 
 
 def _event_time(event: dict[str, object]) -> _When:
@@ -247,17 +227,17 @@ def _alarm(builder: _Builder, label: str, when: _When) -> None:
     identity: dict[str, object] = {"alarm": label}
     name = label.casefold()  # Traccar's names are camelCase; other forwarders vary the case
     if name == "sos":
-        builder.emit(Kind.PANIC, {}, when, identity)
+        builder.add(Kind.PANIC, {}, when, identity)
     elif name == "falldown":
-        builder.emit(Kind.FALL, {"stage": "alarm"}, when, identity)
+        builder.add(Kind.FALL, {"stage": "alarm"}, when, identity)
     elif name == "removing":
-        builder.emit(Kind.WORN, {"on": False}, when, identity)
+        builder.add(Kind.WORN, {"on": False}, when, identity)
     elif name in _NO_EVENT_ALARMS:
         # lowBattery: the level is the reading, and it is emitted from the position's
         # batteryLevel when one is known (never invented). powerCut: no canonical kind.
         return
     else:
-        builder.emit(Kind.ALARM, {"label": label}, when, identity)
+        builder.add(Kind.ALARM, {"label": label}, when, identity)
 
 
 def _position(builder: _Builder, position: dict[str, object], *, with_alarms: bool) -> None:
@@ -296,25 +276,25 @@ def _location(builder: _Builder, position: dict[str, object], when: _When) -> No
     fields: dict[str, FieldValue] = {"lat": lat, "lon": lon}
     if accuracy is not None and accuracy > 0:
         fields["accuracy_m"] = accuracy
-    builder.emit(Kind.LOCATION, fields, when, {"lat": lat, "lon": lon})
+    builder.add(Kind.LOCATION, fields, when, {"lat": lat, "lon": lon})
 
 
 def _readings(builder: _Builder, attributes: dict[str, object], when: _When) -> None:
     level = _percent(builder, attributes.get("batteryLevel"), "batteryLevel")
     if level is not None:
-        builder.emit(Kind.BATTERY, {"pct": level}, when, {})
+        builder.add(Kind.BATTERY, {"pct": level}, when, {})
     bpm = _bounded(builder, attributes.get("heartRate"), "heartRate", _MAX_BPM)
     if bpm is not None:
-        builder.emit(Kind.HEART_RATE, {"bpm": bpm}, when, {})
+        builder.add(Kind.HEART_RATE, {"bpm": bpm}, when, {})
     _steps(builder, attributes.get("steps"), when)
     _body_temp(builder, attributes.get("temp1"), when)
     spo2 = _percent(builder, attributes.get("bloodOxygen"), "bloodOxygen")
     if spo2 is not None:
-        builder.emit(Kind.SPO2, {"pct": spo2}, when, {})
+        builder.add(Kind.SPO2, {"pct": spo2}, when, {})
     systolic = _bounded(builder, attributes.get("pressureHigh"), "pressureHigh", _MAX_MMHG)
     diastolic = _bounded(builder, attributes.get("pressureLow"), "pressureLow", _MAX_MMHG)
     if systolic is not None and diastolic is not None:
-        builder.emit(
+        builder.add(
             Kind.BLOOD_PRESSURE,
             {"systolic": systolic, "diastolic": diastolic},
             when,
@@ -333,7 +313,7 @@ def _steps(builder: _Builder, raw: object, when: _When) -> None:
     if count < 0 or count > _MAX_STEPS or (isinstance(count, float) and not count.is_integer()):
         builder.reject(RejectReason.OUT_OF_RANGE, "steps is not a whole non-negative number")
         return
-    builder.emit(Kind.STEPS, {"count": int(count)}, when, {})
+    builder.add(Kind.STEPS, {"count": int(count)}, when, {})
 
 
 def _body_temp(builder: _Builder, raw: object, when: _When) -> None:
@@ -342,7 +322,7 @@ def _body_temp(builder: _Builder, raw: object, when: _When) -> None:
     except _MalformedError:
         return  # temp1 is a generic sensor slot: not a body reading we can use
     if celsius is not None and _MIN_BODY_C < celsius < _MAX_BODY_C:
-        builder.emit(Kind.BODY_TEMP, {"celsius": celsius}, when, {})
+        builder.add(Kind.BODY_TEMP, {"celsius": celsius}, when, {})
 
 
 def _percent(builder: _Builder, raw: object, name: str) -> float | int | None:

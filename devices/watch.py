@@ -82,8 +82,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from devices.canonical import Decoded, Rejection, event_key, make_event
-from devices.codec import guarded
+from devices.canonical import Decoded, Rejection
+from devices.codec import EventSink, guarded
 from devices.errors import RejectReason
 from devices.events import Event, FieldValue, Kind
 
@@ -188,7 +188,14 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
             continue
         occurrence = seen.get(item.raw, 0)
         seen[item.raw] = occurrence + 1
-        frame_decoder = _FrameDecoder(item, ordinal, occurrence, context)
+        frame_decoder = _FrameDecoder(
+            item.device_id or context.device_id or "",
+            context,
+            prefix=f"frame {ordinal}: ",
+            frame=item,
+            ordinal=ordinal,
+            occurrence=occurrence,
+        )
         try:
             frame_decoder.run()
         except Exception:  # noqa: BLE001 - one bad frame must not lose the others
@@ -287,16 +294,19 @@ def _frame_end(payload: bytes, start: int) -> int | None:
 
 
 @dataclass(slots=True)
-class _FrameDecoder:
-    """Turns one frame into events; collects the rejections of its unusable parts."""
+class _FrameDecoder(EventSink):
+    """Turns one frame into events; collects the rejections of its unusable parts.
 
-    frame: _Frame
-    ordinal: int
-    occurrence: int
-    context: DecodeContext
-    category: str = ""
-    events: list[Event] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
+    Rejections name the frame by ordinal and, once known, by category (``frame 2 (heart rate):``),
+    each distinct one once (a frame's fields can fail alike). An event is identified by its
+    frame's bytes and their occurrence in the payload, never by the receive time.
+    """
+
+    frame: _Frame = field(kw_only=True)
+    ordinal: int = field(kw_only=True)
+    occurrence: int = field(kw_only=True)
+    stamp_receive_time: bool = field(default=False, kw_only=True)
+    distinct: bool = field(default=True, kw_only=True)
 
     def run(self) -> None:
         """Decode the frame."""
@@ -309,18 +319,14 @@ class _FrameDecoder:
         handler = _handler(type_name)
         if handler is None:
             return  # voice, images, configuration and unknown types are not telemetry
-        self.category = handler.__name__.removeprefix("_").replace("_", " ")
+        category = handler.__name__.removeprefix("_").replace("_", " ")
+        self.prefix = f"frame {self.ordinal} ({category}): "
         if not self.frame.device_id and self.context.device_id is None:
             self.reject(RejectReason.MISSING_FIELD, "no device identity")
             return
         handler(self, values, type_name)
 
-    @property
-    def device_id(self) -> str:
-        """The frame's own id, else the session's."""
-        return self.frame.device_id or self.context.device_id or ""
-
-    def emit(
+    def add(
         self,
         kind: Kind,
         fields: dict[str, FieldValue],
@@ -330,34 +336,14 @@ class _FrameDecoder:
         flags: frozenset[str] = frozenset(),
     ) -> None:
         """Build one event through :func:`make_event`, or record why it was refused."""
-        identity = {
+        identity: dict[str, object] = {
             "frame": self.frame.raw.decode("latin-1"),
             "occurrence": self.occurrence,
             "kind": kind.value,
         }
-        outcome = make_event(
-            device_id=self.device_id,
-            kind=kind,
-            device_time=device_time,
-            fields=fields,
-            msg_id=None,
-            event_key=event_key(kind, None, identity),
-            flags=flags,
-            received_at=self.context.received_at,
-            policy=self.context.policy,
-            time_required=time_required,
+        self.emit(
+            kind, fields, device_time=device_time, identity=identity, time_required=time_required, flags=flags
         )
-        if isinstance(outcome, Event):
-            self.events.append(outcome)
-        else:
-            self.reject(outcome.reason, outcome.detail)
-
-    def reject(self, reason: RejectReason, detail: str) -> None:
-        """Record an unusable part of the frame (once per distinct reason and detail)."""
-        where = f"frame {self.ordinal} ({self.category})" if self.category else f"frame {self.ordinal}"
-        rejection = Rejection(reason, f"{where}: {detail}")
-        if rejection not in self.rejections:
-            self.rejections.append(rejection)
 
     def attempt(self, reading: str, parse: _Parse) -> float | None:
         """Run one field parser; a bad field becomes a rejection and None."""
@@ -387,16 +373,16 @@ def _position_frame(frame: _FrameDecoder, values: list[bytes], type_name: str) -
     if len(values) < _POSITION_FIELDS:
         frame.reject(RejectReason.MISSING_FIELD, "position frame is truncated")
         if alarm_frame:
-            frame.emit(Kind.ALARM, {"label": "general"}, device_time, flags=frozenset({"invalid_fields"}))
+            frame.add(Kind.ALARM, {"label": "general"}, device_time, flags=frozenset({"invalid_fields"}))
         return
     _status_events(frame, values[_STATUS_WORD], device_time, alarm_frame=alarm_frame)
     _location(frame, values, device_time, gps_valid=values[_VALIDITY].strip().upper() == b"A")
     battery = frame.attempt("battery", lambda: _percent(values[_BATTERY]))
     if battery is not None:
-        frame.emit(Kind.BATTERY, {"pct": _tidy(battery)}, device_time)
+        frame.add(Kind.BATTERY, {"pct": _tidy(battery)}, device_time)
     steps = frame.attempt("steps", lambda: _count(values[_STEPS]))
     if steps:
-        frame.emit(Kind.STEPS, {"count": int(steps)}, device_time)
+        frame.add(Kind.STEPS, {"count": int(steps)}, device_time)
 
 
 def _status_events(
@@ -407,23 +393,23 @@ def _status_events(
     if status is None:
         frame.reject(RejectReason.WRONG_TYPE, "status word is not hexadecimal")
         if alarm_frame:
-            frame.emit(Kind.ALARM, {"label": "general"}, device_time, flags=frozenset({"invalid_fields"}))
+            frame.add(Kind.ALARM, {"label": "general"}, device_time, flags=frozenset({"invalid_fields"}))
         return
     if status & _BIT_SOS:
-        frame.emit(Kind.PANIC, {}, device_time)
+        frame.add(Kind.PANIC, {}, device_time)
     if status & _BIT_FALL:
-        frame.emit(Kind.FALL, {"stage": "alarm"}, device_time)
+        frame.add(Kind.FALL, {"stage": "alarm"}, device_time)
     # Alarms the watch raised that are not a person's emergency by themselves:
     # reported as labelled alarms so the call centre hears of them (a wearer
     # with dementia leaving the fence, a heart rate the watch found abnormal).
     if alarm_frame and status & _BIT_ABNORMAL_HEART_RATE:
-        frame.emit(Kind.ALARM, {"label": "abnormal_heart_rate"}, device_time)
+        frame.add(Kind.ALARM, {"label": "abnormal_heart_rate"}, device_time)
     if alarm_frame and status & _BIT_FENCE_OUT_ALARM:
-        frame.emit(Kind.ALARM, {"label": "geofence_exit"}, device_time)
+        frame.add(Kind.ALARM, {"label": "geofence_exit"}, device_time)
     if alarm_frame and not status & _DOCUMENTED_ALARMS:
-        frame.emit(Kind.ALARM, {"label": "general"}, device_time)
+        frame.add(Kind.ALARM, {"label": "general"}, device_time)
     if status & _BIT_REMOVED:
-        frame.emit(Kind.WORN, {"on": False}, device_time)
+        frame.add(Kind.WORN, {"on": False}, device_time)
 
 
 def _location(
@@ -437,7 +423,7 @@ def _location(
     fields: dict[str, FieldValue] = {"lat": lat, "lon": lon}
     if not gps_valid:
         fields["gps_valid"] = False
-    frame.emit(Kind.LOCATION, fields, device_time)
+    frame.add(Kind.LOCATION, fields, device_time)
 
 
 def _frame_time(date: bytes, time: bytes) -> datetime | None:
@@ -486,9 +472,9 @@ def _keep_alive(frame: _FrameDecoder, values: list[bytes], _type_name: str) -> N
         if battery is not None:
             fields["battery_pct"] = _tidy(battery)
         steps = frame.attempt("steps", lambda: _count(values[0]))
-    frame.emit(Kind.HEARTBEAT, fields, None, time_required=False)
+    frame.add(Kind.HEARTBEAT, fields, None, time_required=False)
     if steps:
-        frame.emit(Kind.STEPS, {"count": int(steps)}, None, time_required=False)
+        frame.add(Kind.STEPS, {"count": int(steps)}, None, time_required=False)
 
 
 def _heart_rate(frame: _FrameDecoder, values: list[bytes], _type_name: str) -> None:
@@ -504,7 +490,7 @@ def _blood_pressure_and_heart_rate(frame: _FrameDecoder, values: list[bytes], ty
 def _oxygen_saturation(frame: _FrameDecoder, values: list[bytes], _type_name: str) -> None:
     pct = frame.attempt("oxygen saturation", lambda: _measurement(_value_at(values, 1), 100.0))
     if pct:
-        frame.emit(Kind.SPO2, {"pct": _tidy(pct)}, None, time_required=False)
+        frame.add(Kind.SPO2, {"pct": _tidy(pct)}, None, time_required=False)
 
 
 def _body_temperature(frame: _FrameDecoder, values: list[bytes], type_name: str) -> None:
@@ -515,7 +501,7 @@ def _body_temperature(frame: _FrameDecoder, values: list[bytes], type_name: str)
     if not _MIN_CELSIUS < celsius < _MAX_CELSIUS:
         frame.reject(RejectReason.OUT_OF_RANGE, "temperature: out of range")
         return
-    frame.emit(Kind.BODY_TEMP, {"celsius": _tidy(celsius)}, None, time_required=False)
+    frame.add(Kind.BODY_TEMP, {"celsius": _tidy(celsius)}, None, time_required=False)
 
 
 def _emit_bpm(frame: _FrameDecoder, raw: bytes | None, *, required: bool = True) -> None:
@@ -523,7 +509,7 @@ def _emit_bpm(frame: _FrameDecoder, raw: bytes | None, *, required: bool = True)
         return
     bpm = frame.attempt("heart rate", lambda: _measurement(raw, _MAX_BPM))
     if bpm:
-        frame.emit(Kind.HEART_RATE, {"bpm": _tidy(bpm)}, None, time_required=False)
+        frame.add(Kind.HEART_RATE, {"bpm": _tidy(bpm)}, None, time_required=False)
 
 
 def _emit_blood_pressure(
@@ -533,7 +519,7 @@ def _emit_blood_pressure(
     diastolic = frame.attempt("diastolic", lambda: _measurement(diastolic_raw, _MAX_MMHG))
     if systolic and diastolic:  # 0 (or a rejected value) on either side: no reading
         fields: dict[str, FieldValue] = {"systolic": _tidy(systolic), "diastolic": _tidy(diastolic)}
-        frame.emit(Kind.BLOOD_PRESSURE, fields, None, time_required=False)
+        frame.add(Kind.BLOOD_PRESSURE, fields, None, time_required=False)
 
 
 _HANDLERS: Final[dict[str, _Handler]] = {

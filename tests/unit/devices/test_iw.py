@@ -1,21 +1,28 @@
 """The IW (IWAPxx...#) watch codec: golden fixtures plus every frame type and alarm code."""
 
-import json
 import math
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devices import DecodeContext, Decoded, Event, Kind, RejectReason, TimeSource, iw
+from tests.unit.devices.helpers import (
+    HYPOTHESIS,
+    VALUE_FIELD,
+    as_bytes,
+    canonical_kind,
+    decoder,
+    kinds,
+    load_cases,
+    of_kind,
+    reasons,
+)
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "devices" / "iw.jsonl"
-CASES = [json.loads(line) for line in FIXTURES.read_text().splitlines() if line.strip()]
+CASES = load_cases("iw")
 IMEI = "353456789012345"
 RECEIVED_AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-HYPOTHESIS = settings(database=None, deadline=None, max_examples=300)
 
 # A position block for 2025-06-01 11:59:30 UTC: 22°32.9806'N 114°04.9355'E, battery 80 %.
 BLOCK = "250601A2232.9806N11404.9355E000.1115930323.8706000908000502"
@@ -24,39 +31,7 @@ BLOCK_TIME = datetime(2025, 6, 1, 11, 59, 30, tzinfo=UTC)
 LAT = 22 + 32.9806 / 60
 LON = 114 + 4.9355 / 60
 
-EXPECTED_KIND = {"temperature": Kind.BODY_TEMP, "removed": Kind.WORN}
-
-
-def canonical_kind(name: str) -> Kind:
-    return EXPECTED_KIND[name] if name in EXPECTED_KIND else Kind(name)
-
-
-VALUE_FIELD = {
-    Kind.HEART_RATE: "bpm",
-    Kind.BODY_TEMP: "celsius",
-    Kind.BATTERY: "pct",
-    Kind.SPO2: "pct",
-    Kind.STEPS: "count",
-}
-
-
-def decode(raw: str | bytes, *, device_id: str | None = IMEI, received_at: datetime = RECEIVED_AT) -> Decoded:
-    payload = raw if isinstance(raw, bytes) else raw.encode()
-    return iw.decode(payload, DecodeContext(received_at=received_at, device_id=device_id))
-
-
-def kinds(decoded: Decoded) -> list[Kind]:
-    return [event.kind for event in decoded.events]
-
-
-def of_kind(decoded: Decoded, kind: Kind) -> Event:
-    matches = [event for event in decoded.events if event.kind is kind]
-    assert len(matches) == 1, kinds(decoded)
-    return matches[0]
-
-
-def reasons(decoded: Decoded) -> list[RejectReason]:
-    return [rejection.reason for rejection in decoded.rejections]
+decode = decoder(iw.decode, as_bytes, device_id=IMEI, received_at=RECEIVED_AT)
 
 
 def matches_value(event: Event, expected: object) -> bool:

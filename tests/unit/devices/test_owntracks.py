@@ -1,20 +1,26 @@
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devices import DecodeContext, Decoded, Kind, RejectReason, TimeSource, owntracks
+from tests.unit.devices.helpers import (
+    HYPOTHESIS,
+    JSON_VALUES,
+    as_json,
+    decoder,
+    emitted,
+    load_cases,
+    only_rejection,
+)
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "devices" / "owntracks.jsonl"
-CASES = [json.loads(line) for line in FIXTURES.read_text(encoding="utf-8").splitlines() if line.strip()]
+CASES = load_cases("owntracks")
 FIX_TIME = datetime(2026, 5, 1, 11, 58, tzinfo=UTC)
 TST = int(FIX_TIME.timestamp())
 RECEIVED_AT = FIX_TIME + timedelta(minutes=2)
 TOPIC = "owntracks/jane/nokia"
-HYPOTHESIS = settings(database=None, deadline=None, max_examples=300)
 
 
 def context(topic=TOPIC, device_id=None, received_at=RECEIVED_AT):
@@ -25,20 +31,7 @@ def location(**extra):
     return {"_type": "location", "lat": 48.856826, "lon": 2.292713, "tst": TST, "tid": "j1", **extra}
 
 
-def run(payload, **kwargs) -> Decoded:
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return owntracks.decode(raw, context(**kwargs))
-
-
-def kinds(decoded: Decoded):
-    assert decoded.rejections == []
-    return [(event.kind, dict(event.fields)) for event in decoded.events]
-
-
-def only_rejection(decoded: Decoded):
-    assert decoded.events == []
-    assert len(decoded.rejections) == 1
-    return decoded.rejections[0]
+run = decoder(owntracks.decode, as_json, topic=TOPIC, received_at=RECEIVED_AT)
 
 
 # --- golden cases from the shared sample ---------------------------------------------------
@@ -110,12 +103,14 @@ def test_tid_is_not_an_identity():
     [(-33.8688, 151.2093), (40.7128, -74.006), (-22.9068, -43.1729), (37, -122), (90, 180), (-90, -180)],
 )
 def test_signed_coordinates(lat, lon):
-    assert kinds(run(location(lat=lat, lon=lon))) == [(Kind.LOCATION, {"lat": float(lat), "lon": float(lon)})]
+    assert emitted(run(location(lat=lat, lon=lon))) == [
+        (Kind.LOCATION, {"lat": float(lat), "lon": float(lon)})
+    ]
 
 
 def test_full_location_with_accuracy_and_battery():
     decoded = run(location(acc=12, batt=53, alt=154, vel=0, conn="w", t="u", bs=1, created_at=TST + 1))
-    assert kinds(decoded) == [
+    assert emitted(decoded) == [
         (Kind.LOCATION, {"lat": 48.856826, "lon": 2.292713, "accuracy_m": 12.0}),
         (Kind.BATTERY, {"pct": 53.0}),
     ]
@@ -125,15 +120,15 @@ def test_full_location_with_accuracy_and_battery():
 
 @pytest.mark.parametrize("acc", [-1, "5", True, None, [5]])
 def test_unusable_accuracy_is_dropped(acc):
-    assert kinds(run(location(acc=acc))) == [(Kind.LOCATION, {"lat": 48.856826, "lon": 2.292713})]
+    assert emitted(run(location(acc=acc))) == [(Kind.LOCATION, {"lat": 48.856826, "lon": 2.292713})]
 
 
 def test_zero_accuracy_is_kept():
-    assert kinds(run(location(acc=0)))[0][1]["accuracy_m"] == 0.0
+    assert emitted(run(location(acc=0)))[0][1]["accuracy_m"] == 0.0
 
 
 def test_no_fix_position_yields_only_the_battery():
-    assert kinds(run(location(lat=0, lon=0, batt=80))) == [(Kind.BATTERY, {"pct": 80.0})]
+    assert emitted(run(location(lat=0, lon=0, batt=80))) == [(Kind.BATTERY, {"pct": 80.0})]
 
 
 def test_equator_or_meridian_alone_is_a_fix():
@@ -183,7 +178,7 @@ def test_bad_battery_is_rejected_alone(batt, reason):
 
 @pytest.mark.parametrize("batt", [0, 100, 99.5])
 def test_battery_bounds(batt):
-    assert kinds(run(location(lat=0, lon=0, batt=batt))) == [(Kind.BATTERY, {"pct": float(batt)})]
+    assert emitted(run(location(lat=0, lon=0, batt=batt))) == [(Kind.BATTERY, {"pct": float(batt)})]
 
 
 # --- fix time --------------------------------------------------------------------------------
@@ -243,7 +238,7 @@ def test_queued_fix_hours_old_is_kept_with_its_own_time():
 )
 def test_lwt_is_offline_at_receive_time(payload):
     decoded = run(payload)
-    assert kinds(decoded) == [(Kind.OFFLINE, {})]
+    assert emitted(decoded) == [(Kind.OFFLINE, {})]
     event = decoded.events[0]
     assert event.observed_at == RECEIVED_AT
     assert event.time_source is TimeSource.RECEIVED
@@ -324,15 +319,6 @@ def test_malformed_payloads(payload, reason):
 @given(payload=st.binary(max_size=300))
 def test_garbage_never_raises(payload):
     assert isinstance(owntracks.decode(payload, context()), Decoded)
-
-
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
-    ),
-    max_leaves=8,
-)
 
 
 @HYPOTHESIS

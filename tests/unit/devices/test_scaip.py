@@ -1,17 +1,14 @@
-import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devices import DecodeContext, Decoded, Kind, RejectReason, TimeSource, scaip
+from tests.unit.devices.helpers import HYPOTHESIS, as_bytes, decoder, emitted, load_cases, only_rejection
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "devices" / "scaip.jsonl"
-CASES = [json.loads(line) for line in FIXTURES.read_text(encoding="utf-8").splitlines() if line.strip()]
+CASES = load_cases("scaip")
 RECEIVED_AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
-HYPOTHESIS = settings(database=None, deadline=None, max_examples=300)
 KINDS = {
     "panic": Kind.PANIC,
     "alarm": Kind.ALARM,
@@ -31,19 +28,7 @@ def mrq(**tags) -> bytes:
     return f"<mrq>{body}</mrq>".encode()
 
 
-def run(payload: bytes, **kwargs) -> Decoded:
-    return scaip.decode(payload, context(**kwargs))
-
-
-def kinds(decoded: Decoded):
-    assert decoded.rejections == []
-    return [(event.kind, dict(event.fields)) for event in decoded.events]
-
-
-def only_rejection(decoded: Decoded):
-    assert decoded.events == []
-    assert len(decoded.rejections) == 1
-    return decoded.rejections[0]
+run = decoder(scaip.decode, as_bytes, received_at=RECEIVED_AT)
 
 
 # --- golden cases from the shared sample ---------------------------------------------------
@@ -71,12 +56,12 @@ def test_golden(case):
 
 @pytest.mark.parametrize("stc", ["0009", "102", "10", "0067", ""])
 def test_ping_is_a_heartbeat_whatever_its_status(stc):
-    assert kinds(run(mrq(ref="1", mty="PI", cid="42", dty="0002", stc=stc))) == [(Kind.HEARTBEAT, {})]
+    assert emitted(run(mrq(ref="1", mty="PI", cid="42", dty="0002", stc=stc))) == [(Kind.HEARTBEAT, {})]
 
 
 @pytest.mark.parametrize("stc", ["0010", "0067", "0019", ""])
 def test_reset_message_is_a_cancel(stc):
-    assert kinds(run(mrq(mty="RE", cid="42", dty="0003", stc=stc))) == [(Kind.CANCEL, {})]
+    assert emitted(run(mrq(mty="RE", cid="42", dty="0003", stc=stc))) == [(Kind.CANCEL, {})]
 
 
 def test_information_message_is_no_event():
@@ -86,7 +71,7 @@ def test_information_message_is_no_event():
 @pytest.mark.parametrize("mty", ["pi", "Pi", " PI "])
 def test_message_type_case_and_padding(mty):
     payload = f"<mrq><mty>{mty}</mty><cid>42</cid></mrq>".encode()
-    assert kinds(run(payload)) == [(Kind.HEARTBEAT, {})]
+    assert emitted(run(payload)) == [(Kind.HEARTBEAT, {})]
 
 
 @pytest.mark.parametrize("mty", [None, "ME", "me", ""])
@@ -94,12 +79,12 @@ def test_missing_message_type_is_an_alarm_message(mty):
     tags = {"cid": "42", "dty": "0004", "stc": "0010"}
     if mty is not None:
         tags["mty"] = mty
-    assert kinds(run(mrq(**tags))) == [(Kind.PANIC, {})]
+    assert emitted(run(mrq(**tags))) == [(Kind.PANIC, {})]
 
 
 def test_unknown_message_type_is_decoded_as_an_alarm_and_flagged():
     decoded = run(mrq(mty="XX", cid="42", dty="0002", stc="0067"))
-    assert kinds(decoded) == [(Kind.ALARM, {"label": "stc 0067"})]
+    assert emitted(decoded) == [(Kind.ALARM, {"label": "stc 0067"})]
     assert decoded.events[0].flags == {"unknown_message_type"}
 
 
@@ -109,13 +94,13 @@ def test_unknown_message_type_is_decoded_as_an_alarm_and_flagged():
 @pytest.mark.parametrize("stc", ["10", "010", "0010", " 0010 "])
 @pytest.mark.parametrize("dty", ["2", "0002", "3", "4", "0005", "7", "", "99"])
 def test_manual_alarm_is_a_panic_on_any_device(stc, dty):
-    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.PANIC, {})]
+    assert emitted(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.PANIC, {})]
 
 
 @pytest.mark.parametrize("stc", ["19", "0019", "92", "0092", "093", "0093"])
 @pytest.mark.parametrize("dty", ["0002", "0005", "0007"])
 def test_cancel_codes(stc, dty):
-    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.CANCEL, {})]
+    assert emitted(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.CANCEL, {})]
 
 
 @pytest.mark.parametrize("stc", ["70", "0070", "070"])
@@ -127,13 +112,13 @@ def test_normal_status_is_no_event(stc, dty):
 @pytest.mark.parametrize("dty", ["5", "05", "0005"])
 @pytest.mark.parametrize("stc", ["0067", "0011", "", "X1"])
 def test_fall_detector_alarm_is_a_fall(dty, stc):
-    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.FALL, {"stage": "alarm"})]
+    assert emitted(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.FALL, {"stage": "alarm"})]
 
 
 @pytest.mark.parametrize("dty", ["3", "0003", "4", "0004", "7", "0007"])
 @pytest.mark.parametrize("stc", ["0067", "0011", ""])
 def test_trigger_alarm_is_a_panic(dty, stc):
-    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.PANIC, {})]
+    assert emitted(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.PANIC, {})]
 
 
 @pytest.mark.parametrize(
@@ -149,11 +134,11 @@ def test_trigger_alarm_is_a_panic(dty, stc):
     ],
 )
 def test_unmapped_alarms_are_never_dropped(dty, stc, label):
-    assert kinds(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.ALARM, {"label": label})]
+    assert emitted(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.ALARM, {"label": label})]
 
 
 def test_alarm_message_without_status_or_device_type():
-    assert kinds(run(mrq(cid="42"))) == [(Kind.ALARM, {"label": "stc missing"})]
+    assert emitted(run(mrq(cid="42"))) == [(Kind.ALARM, {"label": "stc missing"})]
 
 
 # --- layout ----------------------------------------------------------------------------------
@@ -165,34 +150,34 @@ def test_tags_in_any_order_with_padding_and_declaration():
         b"  <cid>  991122 </cid>\n  <lco>012</lco><did>03</did>\n  <dty>0003</dty>\n  <ref>A7</ref>\n</mrq>\n"
     )
     decoded = run(payload)
-    assert kinds(decoded) == [(Kind.PANIC, {})]
+    assert emitted(decoded) == [(Kind.PANIC, {})]
     assert decoded.events[0].device_id == "991122"
     assert decoded.events[0].msg_id == "A7"
 
 
 def test_upper_case_tags_and_namespace():
     payload = b'<MRQ xmlns="urn:scaip"><CID>42</CID><MTY>ME</MTY><STC>0010</STC></MRQ>'
-    assert kinds(run(payload)) == [(Kind.PANIC, {})]
+    assert emitted(run(payload)) == [(Kind.PANIC, {})]
 
 
 def test_byte_order_mark_and_latin1_body():
     payload = "\ufeff<mrq><cid>42</cid><mty>PI</mty></mrq>".encode()
-    assert kinds(run(payload)) == [(Kind.HEARTBEAT, {})]
+    assert emitted(run(payload)) == [(Kind.HEARTBEAT, {})]
     latin1 = "<mrq><cid>42</cid><crd>sip:björn@example</crd><stc>10</stc></mrq>".encode("latin-1")
-    assert kinds(run(latin1)) == [(Kind.PANIC, {})]
+    assert emitted(run(latin1)) == [(Kind.PANIC, {})]
 
 
 def test_comment_and_cdata_are_allowed():
     payload = b"<mrq><!-- unit 7 --><cid>42</cid><stc><![CDATA[0010]]></stc></mrq>"
-    assert kinds(run(payload)) == [(Kind.PANIC, {})]
+    assert emitted(run(payload)) == [(Kind.PANIC, {})]
 
 
 def test_repeated_tag_counts_once():
-    assert kinds(run(b"<mrq><cid>42</cid><stc>0010</stc><stc>0070</stc></mrq>")) == [(Kind.PANIC, {})]
+    assert emitted(run(b"<mrq><cid>42</cid><stc>0010</stc><stc>0070</stc></mrq>")) == [(Kind.PANIC, {})]
 
 
 def test_unknown_tags_are_ignored():
-    assert kinds(run(mrq(cid="42", mty="PI", xyz="1", pri="1", cha="1"))) == [(Kind.HEARTBEAT, {})]
+    assert emitted(run(mrq(cid="42", mty="PI", xyz="1", pri="1", cha="1"))) == [(Kind.HEARTBEAT, {})]
 
 
 # --- identity and keys -----------------------------------------------------------------------

@@ -3,44 +3,37 @@
 import json
 import math
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from devices import DecodeContext, Decoded, Event, Kind, RejectReason, TimeSource, traccar
+from devices import DecodeContext, Decoded, Kind, RejectReason, TimeSource, traccar
+from tests.unit.devices.helpers import (
+    HYPOTHESIS,
+    VALUE_FIELD,
+    as_json,
+    canonical_kind,
+    decoder,
+    kinds,
+    load_cases,
+    of_kind,
+    reasons,
+)
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "devices" / "traccar.jsonl"
-CASES = [json.loads(line) for line in FIXTURES.read_text().splitlines() if line.strip()]
+CASES = load_cases("traccar")
 IMEI = "861585043200862"
 RECEIVED_AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 EVENT_TIME = "2025-06-01T11:59:00.000+00:00"
 FIX_TIME = "2025-06-01T11:58:00.000+00:00"
 DEVICE_TIME = "2025-06-01T11:58:30.000+00:00"
-HYPOTHESIS = settings(database=None, deadline=None, max_examples=300)
-
-EXPECTED_KIND = {"temperature": Kind.BODY_TEMP, "removed": Kind.WORN}
-VALUE_FIELD = {
-    Kind.HEART_RATE: "bpm",
-    Kind.BODY_TEMP: "celsius",
-    Kind.BATTERY: "pct",
-    Kind.SPO2: "pct",
-    Kind.STEPS: "count",
-}
-
-
-def canonical_kind(name: str) -> Kind:
-    return EXPECTED_KIND[name] if name in EXPECTED_KIND else Kind(name)
 
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def decode(payload: object, *, device_id: str | None = None, received_at: datetime = RECEIVED_AT) -> Decoded:
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return traccar.decode(raw, DecodeContext(received_at=received_at, device_id=device_id))
+decode = decoder(traccar.decode, as_json, received_at=RECEIVED_AT)
 
 
 def device(unique_id: object = IMEI) -> dict[str, object]:
@@ -93,20 +86,6 @@ def event_payload(evt: dict[str, object], pos: dict[str, object] | None = None) 
 
 def position_payload(pos: dict[str, object]) -> dict[str, object]:
     return {"position": pos, "device": device()}
-
-
-def kinds(decoded: Decoded) -> list[Kind]:
-    return [e.kind for e in decoded.events]
-
-
-def of_kind(decoded: Decoded, kind: Kind) -> Event:
-    matches = [e for e in decoded.events if e.kind is kind]
-    assert len(matches) == 1, kinds(decoded)
-    return matches[0]
-
-
-def reasons(decoded: Decoded) -> list[RejectReason]:
-    return [r.reason for r in decoded.rejections]
 
 
 # --- golden fixtures ---------------------------------------------------------------------------

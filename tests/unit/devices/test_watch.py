@@ -4,21 +4,28 @@ import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from devices import DecodeContext, Decoded, Event, Kind, RejectReason, TimePolicy, TimeSource, watch
+from devices import DecodeContext, Decoded, Kind, RejectReason, TimePolicy, TimeSource, watch
 from devices.canonical import decode_canonical
+from tests.unit.devices.helpers import (
+    HYPOTHESIS,
+    as_bytes,
+    clean,
+    decoder,
+    kinds,
+    load_cases,
+    of_kind,
+    reasons,
+)
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "devices" / "watch.jsonl"
-CASES = [json.loads(line) for line in FIXTURES.read_text().splitlines() if line.strip()]
+CASES = load_cases("watch")
 RECEIVED_AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 FRAME_TIME = datetime(2025, 6, 1, 11, 59, 30, tzinfo=UTC)
 DEVICE = "8800000015"
-HYPOTHESIS = settings(database=None, deadline=None, max_examples=300)
 
 # A real frame with an SSID holding brackets and a leading-space longitude, 9-digit id
 # (traccar/traccar: src/test/java/org/traccar/protocol/WatchFrameDecoderTest.java, hex decoded).
@@ -68,33 +75,7 @@ def position(
     return frame(content, **frame_options)
 
 
-def decode(
-    raw: str | bytes,
-    *,
-    device_id: str | None = None,
-    received_at: datetime = RECEIVED_AT,
-) -> Decoded:
-    payload = raw if isinstance(raw, bytes) else raw.encode()
-    return watch.decode(payload, DecodeContext(received_at=received_at, device_id=device_id))
-
-
-def kinds(decoded: Decoded) -> list[Kind]:
-    return [event.kind for event in decoded.events]
-
-
-def of_kind(decoded: Decoded, kind: Kind) -> Event:
-    matches = [event for event in decoded.events if event.kind is kind]
-    assert len(matches) == 1, kinds(decoded)
-    return matches[0]
-
-
-def reasons(decoded: Decoded) -> list[RejectReason]:
-    return [rejection.reason for rejection in decoded.rejections]
-
-
-def clean(decoded: Decoded) -> Decoded:
-    assert decoded.rejections == []
-    return decoded
+decode = decoder(watch.decode, as_bytes, received_at=RECEIVED_AT)
 
 
 # --- golden fixtures ---------------------------------------------------------------------------

@@ -1,19 +1,25 @@
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devices import DecodeContext, Decoded, Kind, RejectReason, TimeSource, z2m
+from tests.unit.devices.helpers import (
+    HYPOTHESIS,
+    JSON_VALUES,
+    as_json,
+    decoder,
+    emitted,
+    load_cases,
+    only_rejection,
+)
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "devices" / "z2m.jsonl"
-CASES = [json.loads(line) for line in FIXTURES.read_text(encoding="utf-8").splitlines() if line.strip()]
+CASES = load_cases("z2m")
 RECEIVED_AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 TOPIC = "zigbee2mqtt/sos_button"
 DEVICE = "sos_button"
-HYPOTHESIS = settings(database=None, deadline=None, max_examples=300)
 KINDS = {
     "panic": Kind.PANIC,
     "alarm": Kind.ALARM,
@@ -29,20 +35,7 @@ def context(topic=TOPIC, device_id=None, received_at=RECEIVED_AT):
     return DecodeContext(received_at=received_at, device_id=device_id, topic=topic)
 
 
-def run(payload, **kwargs) -> Decoded:
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return z2m.decode(raw, context(**kwargs))
-
-
-def kinds(decoded: Decoded):
-    assert decoded.rejections == []
-    return [(event.kind, dict(event.fields)) for event in decoded.events]
-
-
-def only_rejection(decoded: Decoded):
-    assert decoded.events == []
-    assert len(decoded.rejections) == 1
-    return decoded.rejections[0]
+run = decoder(z2m.decode, as_json, topic=TOPIC, received_at=RECEIVED_AT)
 
 
 # --- golden cases from the shared sample ---------------------------------------------------
@@ -89,7 +82,7 @@ def test_golden(case):
     ["emergency", "panic", "sos", "EMERGENCY", "Emergency", " emergency ", "panic_l1", "emergency_1"],
 )
 def test_panic_actions(action):
-    assert kinds(run({"action": action, "linkquality": 80})) == [(Kind.PANIC, {})]
+    assert emitted(run({"action": action, "linkquality": 80})) == [(Kind.PANIC, {})]
 
 
 @pytest.mark.parametrize(
@@ -116,12 +109,12 @@ def test_other_actions_are_no_event(action):
 def test_press_then_reset_triggers_once():
     press = run({"action": "emergency", "battery": None, "linkquality": 90})
     reset = run({"action": "", "battery": None, "linkquality": 90})
-    assert kinds(press) == [(Kind.PANIC, {})]
+    assert emitted(press) == [(Kind.PANIC, {})]
     assert reset == Decoded([], [])
 
 
 def test_action_and_sos_in_one_message_are_one_panic():
-    assert kinds(run({"action": "sos", "sos": True})) == [(Kind.PANIC, {})]
+    assert emitted(run({"action": "sos", "sos": True})) == [(Kind.PANIC, {})]
 
 
 def test_identical_presses_at_different_times_have_different_keys():
@@ -138,17 +131,17 @@ def test_identical_presses_at_different_times_have_different_keys():
 
 
 def test_ias_sos_is_panic():
-    assert kinds(run({"sos": True, "battery_low": False})) == [(Kind.PANIC, {})]
+    assert emitted(run({"sos": True, "battery_low": False})) == [(Kind.PANIC, {})]
 
 
 @pytest.mark.parametrize("key", ["alarm_1", "alarm_2"])
 def test_ias_alarm_bits_are_labelled_alarms(key):
-    assert kinds(run({key: True, "tamper": False})) == [(Kind.ALARM, {"label": key})]
+    assert emitted(run({key: True, "tamper": False})) == [(Kind.ALARM, {"label": key})]
 
 
 def test_both_alarm_bits():
     decoded = run({"alarm_1": True, "alarm_2": True})
-    assert kinds(decoded) == [(Kind.ALARM, {"label": "alarm_1"}), (Kind.ALARM, {"label": "alarm_2"})]
+    assert emitted(decoded) == [(Kind.ALARM, {"label": "alarm_1"}), (Kind.ALARM, {"label": "alarm_2"})]
     assert decoded.events[0].event_key != decoded.events[1].event_key
 
 
@@ -181,7 +174,7 @@ def test_ias_bits_without_alarm(state):
     ],
 )
 def test_fall_sensors(key, value, stage):
-    assert kinds(run({key: value, "linkquality": 40})) == [(Kind.FALL, {"stage": stage})]
+    assert emitted(run({key: value, "linkquality": 40})) == [(Kind.FALL, {"stage": stage})]
 
 
 @pytest.mark.parametrize(
@@ -205,7 +198,7 @@ def test_fall_sensor_quiet_states(key, value):
 
 def test_fall_comes_before_battery():
     decoded = run({"fall_status": "fall_alarm", "battery": 64})
-    assert kinds(decoded) == [(Kind.FALL, {"stage": "alarm"}), (Kind.BATTERY, {"pct": 64.0})]
+    assert emitted(decoded) == [(Kind.FALL, {"stage": "alarm"}), (Kind.BATTERY, {"pct": 64.0})]
 
 
 # --- battery ---------------------------------------------------------------------------------
@@ -213,7 +206,7 @@ def test_fall_comes_before_battery():
 
 @pytest.mark.parametrize(("value", "pct"), [(0, 0.0), (100, 100.0), (55.5, 55.5), (7, 7.0)])
 def test_battery(value, pct):
-    assert kinds(run({"battery": value, "voltage": 3000})) == [(Kind.BATTERY, {"pct": pct})]
+    assert emitted(run({"battery": value, "voltage": 3000})) == [(Kind.BATTERY, {"pct": pct})]
 
 
 @pytest.mark.parametrize(
@@ -322,7 +315,7 @@ AVAILABILITY = "zigbee2mqtt/sos_button/availability"
 )
 def test_availability(payload, kind):
     decoded = z2m.decode(payload, context(topic=AVAILABILITY))
-    assert kinds(decoded) == [(kind, {})]
+    assert emitted(decoded) == [(kind, {})]
     event = decoded.events[0]
     assert event.device_id == DEVICE
     assert event.observed_at == RECEIVED_AT
@@ -330,7 +323,7 @@ def test_availability(payload, kind):
 
 def test_availability_object_without_topic():
     decoded = z2m.decode(b'{"state":"offline"}', context(topic=None, device_id="hall"))
-    assert kinds(decoded) == [(Kind.OFFLINE, {})]
+    assert emitted(decoded) == [(Kind.OFFLINE, {})]
 
 
 @pytest.mark.parametrize("payload", [b'{"state":"ON"}', b'{"state":"OFF","brightness":20}'])
@@ -358,7 +351,7 @@ ACTION = "zigbee2mqtt/sos_button/action"
 @pytest.mark.parametrize("payload", [b"emergency", b"emergency\r\n", b'"emergency"', b"SOS"])
 def test_legacy_action_press(payload):
     decoded = z2m.decode(payload, context(topic=ACTION))
-    assert kinds(decoded) == [(Kind.PANIC, {})]
+    assert emitted(decoded) == [(Kind.PANIC, {})]
     assert decoded.events[0].device_id == DEVICE
 
 
@@ -369,7 +362,7 @@ def test_legacy_action_other_words(payload):
 
 def test_bare_emergency_without_topic_is_still_a_panic():
     decoded = z2m.decode(b"emergency", context(topic=None, device_id="hall"))
-    assert kinds(decoded) == [(Kind.PANIC, {})]
+    assert emitted(decoded) == [(Kind.PANIC, {})]
 
 
 # --- malformed payloads ----------------------------------------------------------------------
@@ -392,7 +385,7 @@ def test_json_that_is_not_an_object(payload):
 
 def test_pretty_printed_json_with_bom():
     payload = "\ufeff" + json.dumps({"action": "emergency", "device": {"model": "TS0215A"}}, indent=4)
-    assert kinds(z2m.decode(payload.encode(), context())) == [(Kind.PANIC, {})]
+    assert emitted(z2m.decode(payload.encode(), context())) == [(Kind.PANIC, {})]
 
 
 def test_quiet_telemetry_is_no_event():
@@ -444,13 +437,6 @@ def test_garbage_never_raises(payload, topic):
     assert isinstance(decoded, Decoded)
 
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
-    ),
-    max_leaves=8,
-)
 KEYS = st.sampled_from(
     [
         "action",
