@@ -9,8 +9,6 @@ committed at once, never behind a telemetry batch.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -25,9 +23,11 @@ from ingest.envelope import Envelope
 from ingest.errors import MqttError
 from ingest.pipeline import MessageRows
 from ingest.presence import Presence
+from ingest.waits import wait_for_stop
 from rules import Action, RuleEngine, RuleHit, Severity, unverified_alarm
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
     from datetime import datetime
 
@@ -169,9 +169,7 @@ async def maintain(
             if conn is not None:
                 await conn.close()
             conn = None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval_s):
-                await stop.wait()
+        await wait_for_stop(stop, interval_s)
     if conn is not None:
         await conn.close()
 

@@ -25,6 +25,8 @@ import aiomqtt
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ingest.waits import wait_for_stop
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
@@ -190,9 +192,7 @@ async def watch_broker(
             logger.warning("broker statistics unavailable (%s)", exc, extra={"event": "broker_stats_retry"})
         finally:
             stats.subscribed = False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(retry_s):
-                await stop.wait()
+        await wait_for_stop(stop, retry_s)
 
 
 async def _read(client: aiomqtt.Client, stats: BrokerStats) -> None:

@@ -52,6 +52,7 @@ from ingest.embedded_broker import EmbeddedBroker, find_mosquitto, free_port, st
 from ingest.errors import IngestError
 from ingest.schema import migrate
 from ingest.scoring import Scorecard, score
+from ingest.waits import wait_for_stop
 from rules import RulesConfig
 
 if TYPE_CHECKING:
@@ -241,9 +242,7 @@ async def _settle(plan: Plan, dsn: str, manifest: Manifest, stop: asyncio.Event)
         card = await asyncio.to_thread(score, plan.scenario, dsn, manifest=manifest)
         if card.passed or time.monotonic() >= deadline:
             return card
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await stop.wait()
+        await wait_for_stop(stop, 2.0)
         if stop.is_set():
             return None
 
@@ -314,9 +313,7 @@ class _LiveView:
                         f"{sim} | stored {readings} readings {events} events | quarantined {quarantined}"
                         f" | alerts {raised} ({waiting} waiting)"
                     )
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(VIEW_INTERVAL_S):
-                            await stop.wait()
+                    await wait_for_stop(stop, VIEW_INTERVAL_S)
 
 
 class _IngestChild:

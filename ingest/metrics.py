@@ -11,7 +11,6 @@ counters come from ``ingest.broker_stats``. docs/operations.md lists them all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 
 from devices import RejectReason
 from devices.codecs import CODECS
+from ingest.waits import wait_for_stop
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -401,8 +401,6 @@ async def probe_database(
             if conn is not None:
                 await conn.close()
             conn = None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval_s):
-                await stop.wait()
+        await wait_for_stop(stop, interval_s)
     if conn is not None:
         await conn.close()

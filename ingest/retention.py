@@ -19,8 +19,6 @@ is exposed (:func:`licensed_statements`) for a parse-level check there.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -30,7 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from ingest.waits import wait_for_stop
+
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
     from datetime import datetime
 
@@ -308,6 +309,4 @@ async def run_retention(
                 exc.sqlstate or "connection",
                 extra={"event": "retention_failed"},
             )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(settings.interval_s):
-                await stop.wait()
+        await wait_for_stop(stop, settings.interval_s)

@@ -9,7 +9,6 @@ database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import random
@@ -37,6 +36,7 @@ from ingest.schema import StorageInfo, migrate
 from ingest.session import MqttSession
 from ingest.storage import TelemetryWriter
 from ingest.supervision import Supervision
+from ingest.waits import wait_for_stop
 from rules import RuleEngine
 
 if TYPE_CHECKING:
@@ -72,9 +72,7 @@ async def prepare_database(
                 delay,
                 extra={"event": "db_unavailable"},
             )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
+        await wait_for_stop(stop, delay)
         delay = min(delay * 2, retry_max_s)
     return None
 
@@ -154,9 +152,7 @@ class Intake:
                     delay,
                     extra={"event": "mqtt_retry"},
                 )
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
+                await wait_for_stop(stop, delay)
                 continue
             attempt = 0
             self._metrics.mqtt_connects.labels(outcome="connected").inc()
@@ -229,9 +225,7 @@ async def _tick(alerting: Alerting, batcher: Batcher, stop: asyncio.Event, inter
         rows = alerting.tick()
         if rows is not None:
             batcher.add(rows, source)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval_s):
-                await stop.wait()
+        await wait_for_stop(stop, interval_s)
 
 
 def _tune_gc() -> None:

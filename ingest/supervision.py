@@ -8,8 +8,6 @@ failure here is logged and retried, never raised into ingest.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ingest import registry as registry_db
+from ingest.waits import wait_for_stop
 
 if TYPE_CHECKING:
+    import asyncio
+
     from devices.registry import Enforcement
     from ingest.pipeline import Pipeline
     from ingest.presence import Presence
@@ -84,8 +85,6 @@ class Supervision:
                 conn = None
             if stopping:
                 break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FLUSH_INTERVAL_S):
-                    await stop.wait()
+            await wait_for_stop(stop, FLUSH_INTERVAL_S)
         if conn is not None:
             await conn.close()
