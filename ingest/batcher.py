@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ingest.storage import StorageUnavailableError, TelemetryWriter, WriteResult
+from ingest.db_errors import ErrorClass
+from ingest.storage import StorageError, TelemetryWriter, WriteResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,12 +58,19 @@ class BatchSettings:
         max_delay_s: close a batch when its oldest message is this old.
         retry_initial_s: first wait after a failed commit.
         retry_max_s: longest wait between commit attempts while the database is down.
+        max_attempts: a batch that failed this many times while the database
+            was reachable (deadlocks, timeouts, an error nobody classified) is
+            written message by message, and whatever still fails on its own
+            is quarantined: no message is retried forever. An unreachable
+            database counts no attempt: then no message is at fault, and the
+            batch waits, unacknowledged, for as long as the outage lasts.
     """
 
     max_messages: int = 5000
     max_delay_s: float = 0.05
     retry_initial_s: float = 0.2
     retry_max_s: float = 5.0
+    max_attempts: int = 5
 
 
 class Batcher:
@@ -142,9 +150,13 @@ class Batcher:
             self._urgent_idle.clear()
             try:
                 await writer.write(pending, now=self._now())
-            except StorageUnavailableError:
+            except Exception as exc:  # the lane must outlive any failure: the batch takes over
+                cause = exc.cause.value if isinstance(exc, StorageError) else "unexpected"
+                self._metrics.flush_failures.labels(cause=cause).inc()
+                if not isinstance(exc, StorageError):
+                    logger.exception("life-safety lane failed; the batch writes its messages")
                 for rows in pending:
-                    rows.lane = ""  # the batch writes them, retrying until they commit
+                    rows.lane = ""  # the batch writes them, with its retry policy
             else:
                 for rows in pending:
                     rows.lane = "committed"
@@ -169,7 +181,7 @@ class Batcher:
             self._committing = len(batch)
             try:
                 await self._commit(batch)
-            except StorageUnavailableError:
+            except StorageError:
                 # Only raised while stopping: leave them unacknowledged; the
                 # broker keeps them in our session and redelivers on restart.
                 logger.warning(
@@ -233,32 +245,58 @@ class Batcher:
             self._on_commit(messages, result)
 
     async def _write_until_committed(self, messages: list[MessageRows]) -> WriteResult:
-        """Retry the same batch until it commits: a down database stalls, never drops."""
-        delay = self._settings.retry_initial_s
+        """Retry the same batch until it commits: a down database stalls, never drops.
+
+        Errors are retried by what they mean (:mod:`ingest.db_errors`): an
+        unreachable database for as long as it takes, anything else at most
+        ``max_attempts`` times before the batch is isolated message by
+        message. Data errors never get here: the writer isolates them at once.
+        """
+        settings = self._settings
+        delay = settings.retry_initial_s
+        attempts = 0
         while True:
             try:
-                result = await self._writer.write(messages, now=self._now())
-            except StorageUnavailableError as exc:
-                self._metrics.flush_failures.labels(cause="db_unavailable").inc()
-                if self.database_ok or delay == self._settings.retry_initial_s:
+                result = await self._writer.write(
+                    messages, now=self._now(), isolate=attempts >= settings.max_attempts
+                )
+            except StorageError as exc:
+                self._metrics.flush_failures.labels(cause=exc.cause.value).inc()
+                if exc.cause in {ErrorClass.UNAVAILABLE, ErrorClass.CONFIGURATION}:
+                    self._note_unavailable(exc, len(messages), first=delay == settings.retry_initial_s)
+                    if self._stopping:
+                        raise
+                else:
+                    attempts += 1
                     logger.warning(
-                        "database unavailable (%s); holding %d messages unacknowledged",
-                        exc.sqlstate or "connection",
+                        "batch of %d messages not committed (%s, attempt %d of %d)",
                         len(messages),
-                        extra={"event": "db_unavailable"},
+                        exc.sqlstate or exc.cause.value,
+                        attempts,
+                        settings.max_attempts,
+                        extra={"event": "batch_retry", "cause": exc.cause.value},
                     )
-                self.database_ok = False
-                self._metrics.db_up.set(0)
-                if self._stopping:
-                    raise
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-                delay = min(delay * 2, self._settings.retry_max_s)
+                delay = min(delay * 2, settings.retry_max_s)
                 continue
             if not self.database_ok:
                 logger.info("database writes succeeding", extra={"event": "db_available"})
             self.database_ok = True
             self._metrics.db_up.set(1)
             return result
+
+    def _note_unavailable(self, exc: StorageError, count: int, *, first: bool) -> None:
+        if self.database_ok or first:
+            level = logging.ERROR if exc.cause is ErrorClass.CONFIGURATION else logging.WARNING
+            logger.log(
+                level,
+                "database unavailable (%s); holding %d messages unacknowledged",
+                exc if exc.cause is ErrorClass.CONFIGURATION else exc.sqlstate or "connection",
+                count,
+                extra={"event": "db_unavailable", "cause": exc.cause.value},
+            )
+        self.database_ok = False
+        self._metrics.db_up.set(0)
 
     def _acknowledge(self, batch: list[tuple[MessageRows, Acknowledger]], now_mono: float) -> None:
         by_source: dict[int, tuple[Acknowledger, list[int]]] = {}

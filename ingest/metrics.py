@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 
 from devices import RejectReason
 from devices.codecs import CODECS
+from ingest.db_errors import ErrorClass
 from ingest.waits import wait_for_stop
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class IngestMetrics:
         "retention_run_duration",
         "rows_written",
         "rule_decisions",
+        "rule_failures",
         "rules_devices_tracked",
         "rules_evaluation_duration",
         "salvaged_events",
@@ -204,6 +206,11 @@ class IngestMetrics:
             "Rule engine decisions, by rule and action (raise, clear, hold, cancel)",
             ("rule", "action"),
         )
+        self.rule_failures = counter(
+            "carewatch_rules_failures_total",
+            "Rule evaluations that raised and were contained, by rule (a life-safety event still alerts)",
+            ("rule",),
+        )
         self.rules_evaluation_duration = histogram(
             "carewatch_rules_evaluation_duration_seconds",
             "Time the rules take over one decoded message",
@@ -265,7 +272,8 @@ class IngestMetrics:
 
         # Closed label sets start at 0: rate() and increase() then see the
         # first failure or rejection, and alert expressions have a series to read.
-        self.flush_failures.labels(cause="db_unavailable")
+        for cause in (*ErrorClass, "unexpected"):
+            self.flush_failures.labels(cause=cause)
         for reason in RejectReason:
             self.messages_quarantined.labels(reason=reason.value)
 

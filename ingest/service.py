@@ -19,16 +19,17 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from prometheus_client import CollectorRegistry
 
-from devices import SUBSCRIPTION
+from devices import SUBSCRIPTION, RejectReason
 from ingest import wire
-from ingest.alerting import Alerting, maintain
+from ingest.alerting import Alerting, RuleFailureReport, maintain
 from ingest.batcher import Batcher
 from ingest.broker_stats import BrokerStats, watch_broker
+from ingest.db_errors import ErrorClass, classify, short_reason
 from ingest.envelope import Envelope
-from ingest.errors import MqttConnectError, MqttError
+from ingest.errors import ConfigError, MqttConnectError, MqttError
 from ingest.http import StatusServer
 from ingest.metrics import IngestMetrics, ProbeState, probe_database
-from ingest.pipeline import Pipeline
+from ingest.pipeline import MessageRows, Pipeline, quarantine
 from ingest.registry import context_resolver
 from ingest.retention import run_retention
 from ingest.rule_thresholds import write_thresholds
@@ -59,13 +60,24 @@ def utc_now() -> datetime:
 async def prepare_database(
     dsn: str, settings: IngestSettings, stop: asyncio.Event, *, retry_max_s: float = 5.0
 ) -> StorageInfo | None:
-    """Apply the schema, retrying until the database answers; None if stopped first."""
+    """Apply the schema, retrying until the database answers; None if stopped first.
+
+    Raises:
+        ConfigError: the settings are wrong (no such database, bad
+            credentials): retrying would only hide it, so the service exits
+            with the database's own words.
+    """
     delay = 0.5
     while not stop.is_set():
         try:
             async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=10) as conn:
                 return await migrate(conn, timescale=settings.timescale)
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
+            cause = classify(exc)
+            if cause is ErrorClass.CONFIGURATION:
+                raise ConfigError(f"cannot use the database: {short_reason(exc)}") from exc
+            if cause is not ErrorClass.UNAVAILABLE:
+                raise
             logger.warning(
                 "database not reachable (%s); retrying in %.1fs",
                 exc.sqlstate or "connection",
@@ -195,20 +207,39 @@ class Intake:
             received_at=self._now(),
             received_mono=time.monotonic(),
         )
+        try:
+            rows = self._process(envelope)
+        except Exception as exc:  # noqa: BLE001 - nothing may escape into the MQTT receive loop
+            rows = self._unprocessable(envelope, exc)
+        self._batcher.add(rows, session)
+
+    def _process(self, envelope: Envelope) -> MessageRows:
         self._seq += 1
         if self._seq & _TIMING_SAMPLE_MASK:
             rows = self._pipeline.process(envelope)
             self._alerting.observe(rows)
             self._metrics.observe_decode(rows, None)
             self._metrics.observe_rules(rows.alerts, None)
-        else:  # one message in 16 is timed: the histograms are samples, the counters exact
-            started = time.perf_counter()
-            rows = self._pipeline.process(envelope)
-            decoded = time.perf_counter()
-            self._alerting.observe(rows)
-            self._metrics.observe_decode(rows, decoded - started)
-            self._metrics.observe_rules(rows.alerts, time.perf_counter() - decoded)
-        self._batcher.add(rows, session)
+            return rows
+        # One message in 16 is timed: the histograms are samples, the counters exact.
+        started = time.perf_counter()
+        rows = self._pipeline.process(envelope)
+        decoded = time.perf_counter()
+        self._alerting.observe(rows)
+        self._metrics.observe_decode(rows, decoded - started)
+        self._metrics.observe_rules(rows.alerts, time.perf_counter() - decoded)
+        return rows
+
+    def _unprocessable(self, envelope: Envelope, exc: Exception) -> MessageRows:
+        """The last guard: keep the raw message in quarantine so it is stored, acknowledged, never looped."""
+        logger.error(
+            "unexpected error processing a message (%s); quarantined",
+            type(exc).__name__,
+            extra={"event": "message_crashed", "topic": envelope.topic},
+        )
+        rows = MessageRows(envelope)
+        quarantine(rows, RejectReason.INTERNAL_ERROR, type(exc).__name__, None, None)
+        return rows
 
 
 class _NoAck:
@@ -292,10 +323,13 @@ async def run_ingest(  # noqa: PLR0915 - the composition root: every part is wir
     batcher = Batcher(writer, metrics, settings.batch, now=now, urgent_writer=urgent_writer)
     metrics.track_queue_depth(lambda: batcher.pending)
     pipeline = Pipeline(settings.pipeline)
+    rule_failures = RuleFailureReport(lambda rule: metrics.rule_failures.labels(rule=rule).inc())
     engine = RuleEngine(
-        settings.rules, context=context_resolver(lambda: pipeline.registry, settings.rules, now)
+        settings.rules,
+        context=context_resolver(lambda: pipeline.registry, settings.rules, now),
+        on_failure=rule_failures,
     )
-    alerting = Alerting(engine, now)
+    alerting = Alerting(engine, now, on_failure=rule_failures)
     supervision = Supervision(pipeline, engine, alerting.presence, enforcement=settings.registry)
     intake = Intake(settings.mqtt, pipeline, batcher, metrics, now=now, alerting=alerting)
 

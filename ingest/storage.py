@@ -8,8 +8,10 @@ makes redelivered duplicates harmless, since COPY itself cannot skip
 conflicts.
 
 If the database refuses a row's *data* (not the connection), the batch is
-retried one message at a time under savepoints, and only the offending
-message goes to quarantine with ``storage_rejected``, raw bytes kept.
+bisected under savepoints until the messages at fault are found; only they
+go to quarantine with ``storage_rejected`` (raw bytes kept, the database's
+message as detail), and the rest commit. What an error means is decided in
+one place, :mod:`ingest.db_errors`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psycopg
-from psycopg import errors as pg_errors
 
 import alerts
-from devices import RejectReason
+from ingest.db_errors import ErrorClass, classify, short_reason
 from ingest.errors import IngestError
-from ingest.pipeline import quarantine
+from ingest.salvage import reject_message, scrub_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -103,16 +104,30 @@ WHERE NOT (s.duplicate_delivery AND EXISTS (
 """
 
 
-class StorageUnavailableError(IngestError):
-    """The database cannot be reached or refused the connection; retry later.
+class StorageError(IngestError):
+    """A batch was not committed; nothing of it is in the database.
 
     Attributes:
+        cause: what the error means (:mod:`ingest.db_errors`): whether to
+            retry, how soon, and the ``cause`` label of the failure metric.
         sqlstate: PostgreSQL's error code when there was one.
     """
 
-    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+    def __init__(self, message: str, cause: ErrorClass, sqlstate: str | None = None) -> None:
         super().__init__(message)
+        self.cause = cause
         self.sqlstate = sqlstate
+
+
+class StorageUnavailableError(StorageError):
+    """The database cannot be reached or refused the connection; retry later."""
+
+    def __init__(self, message: str, sqlstate: str | None = None, cause: ErrorClass | None = None) -> None:
+        super().__init__(message, cause or ErrorClass.UNAVAILABLE, sqlstate)
+
+
+#: Errors after which the connection must not be reused.
+_CONNECTION_LOST = frozenset({ErrorClass.UNAVAILABLE, ErrorClass.CONFIGURATION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +149,6 @@ class WriteResult:
     events_seen: int
     quarantined_new: int
     storage_rejected: int
-
-
-# SQLSTATE classes that mean "this data", not "this database": 22 data
-# exception, 23 integrity constraint violation.
-_DATA_ERROR_CLASSES = ("22", "23")
 
 
 class TelemetryWriter:
@@ -177,7 +187,9 @@ class TelemetryWriter:
             async with conn.transaction():
                 await conn.execute(_STAGING_DDL)
         except psycopg.Error as exc:
-            raise StorageUnavailableError(f"cannot connect to the database: {exc}", exc.sqlstate) from exc
+            raise StorageUnavailableError(
+                f"cannot connect to the database: {short_reason(exc)}", exc.sqlstate, classify(exc)
+            ) from exc
         self._conn = conn
 
     async def close(self) -> None:
@@ -186,63 +198,123 @@ class TelemetryWriter:
             conn, self._conn = self._conn, None
             await conn.close()
 
-    async def write(self, messages: list[MessageRows], *, now: datetime) -> WriteResult:
+    async def write(
+        self, messages: list[MessageRows], *, now: datetime, isolate: bool = False
+    ) -> WriteResult:
         """Commit every row of ``messages`` in one transaction.
 
+        A value the database refuses (a data error) costs only the messages
+        that carry it: the batch is split until they are found, they go to
+        quarantine with ``storage_rejected``, and the rest commit. ``isolate``
+        does that at once, for a batch that kept failing for another reason
+        (the batcher's bounded attempts): then any message that still fails
+        on its own is quarantined, so none is retried forever.
+
         Raises:
-            StorageUnavailableError: nothing was committed; retry the same batch.
+            StorageError: nothing was committed; ``cause`` says whether and
+                how to retry.
         """
         if not self.connected:
             await self.connect()
         conn = self._conn
-        assert conn is not None  # noqa: S101 - connect() set it
+        if conn is None:  # connect() either set it or raised
+            raise StorageUnavailableError("no database connection")
         try:
-            try:
-                async with conn.transaction():
-                    counts = await _write_rows(conn, messages, now, self._alert_policy)
-                return _result(counts, storage_rejected=0)
-            except psycopg.Error as exc:
-                if not _is_data_error(exc):
-                    raise
-                logger.warning(
-                    "database refused a batch (%s); writing it message by message",
-                    exc.sqlstate,
-                    extra={"event": "batch_refused", "sqlstate": exc.sqlstate},
-                )
-            return await self._write_one_by_one(conn, messages, now)
-        except psycopg.Error as exc:
-            await self.close()
-            raise StorageUnavailableError(f"batch not committed: {exc}", exc.sqlstate) from exc
+            if not isolate:
+                try:
+                    async with conn.transaction():
+                        counts = await _write_rows(conn, messages, now, self._alert_policy)
+                    return _result(counts, storage_rejected=0)
+                except Exception as exc:
+                    if classify(exc) is not ErrorClass.DATA:
+                        raise
+                    logger.warning(
+                        "database refused a value in a batch of %d messages (%s); isolating it",
+                        len(messages),
+                        getattr(exc, "sqlstate", None) or type(exc).__name__,
+                        extra={"event": "batch_refused", "sqlstate": getattr(exc, "sqlstate", None)},
+                    )
+            return await self._write_isolated(conn, messages, now)
+        except Exception as exc:
+            cause = classify(exc)
+            if cause in _CONNECTION_LOST or conn.closed or conn.broken:
+                await self.close()
+            raise StorageError(
+                f"batch not committed: {short_reason(exc)}", cause, getattr(exc, "sqlstate", None)
+            ) from exc
 
-    async def _write_one_by_one(
+    async def _write_isolated(
         self, conn: psycopg.AsyncConnection[TupleRow], messages: list[MessageRows], now: datetime
     ) -> WriteResult:
-        totals = [0, 0, 0, 0, 0]
+        """Write ``messages`` in one transaction, finding the ones the database refuses by bisection.
+
+        Each part is tried under a savepoint; a refused part is split in two,
+        left half first, so decisions still apply in arrival order (a raise
+        before its clear). A message refused on its own is quarantined. Only
+        a lost connection aborts the whole attempt. One bad message in a
+        batch of n costs about 2 log2(n) extra round trips, not n.
+        """
+        totals = (0, 0, 0, 0, 0)
         rejected = 0
         async with conn.transaction():
-            for message in messages:
-                # Staging tables empty only at COMMIT; clear them per message here.
-                await conn.execute("TRUNCATE readings_stage, events_stage, quarantine_stage")
+            parts = [messages]
+            while parts:
+                part = parts.pop()
                 try:
-                    async with conn.transaction():  # savepoint
-                        counts = await _write_rows(conn, [message], now, self._alert_policy)
-                except psycopg.Error as exc:
-                    if not _is_data_error(exc):
+                    counts = await _write_part(conn, part, now, self._alert_policy)
+                except Exception as exc:
+                    if classify(exc) in _CONNECTION_LOST:
                         raise
+                    if len(part) > 1:
+                        middle = len(part) // 2
+                        parts.extend((part[middle:], part[:middle]))
+                        continue
+                    counts = await self._reject(conn, part[0], exc, now)
                     rejected += 1
-                    replacement = type(message)(message.envelope)
-                    detail = f"database refused the decoded rows ({exc.sqlstate})"
-                    quarantine(replacement, RejectReason.STORAGE_REJECTED, detail, None, None)
-                    message.quarantine[:] = replacement.quarantine
-                    message.reasons[:] = replacement.reasons
-                    message.readings.clear()
-                    message.events.clear()
-                    # Its alerts still go in: a panic's decision must not be lost
-                    # because a companion row was refused.
-                    async with conn.transaction():
-                        counts = await _write_rows(conn, [message], now, self._alert_policy)
-                totals = [a + b for a, b in zip(totals, counts, strict=True)]
-        return _result((totals[0], totals[1], totals[2], totals[3], totals[4]), storage_rejected=rejected)
+                totals = _add(totals, counts)
+        return _result(totals, storage_rejected=rejected)
+
+    async def _reject(
+        self, conn: psycopg.AsyncConnection[TupleRow], message: MessageRows, exc: BaseException, now: datetime
+    ) -> tuple[int, int, int, int, int]:
+        """Store a refused message as its quarantine row and the simplest form of its decisions that fits."""
+        logger.warning(
+            "database refused one message's rows (%s); quarantined as storage_rejected",
+            getattr(exc, "sqlstate", None) or type(exc).__name__,
+            extra={"event": "message_storage_rejected", "topic": scrub_text(message.envelope.topic)},
+        )
+        for decisions in reject_message(message, exc):
+            message.alerts[:] = decisions
+            try:
+                return await _write_part(conn, [message], now, self._alert_policy)
+            except Exception as retry_exc:
+                if classify(retry_exc) in _CONNECTION_LOST:
+                    raise
+                logger.error(  # noqa: TRY400 - a traceback would quote the refused values
+                    "database refused a quarantined message's decisions too (%s); trying a simpler form",
+                    getattr(retry_exc, "sqlstate", None) or type(retry_exc).__name__,
+                    extra={"event": "decisions_refused"},
+                )
+        raise exc  # not even the bare quarantine row went in: the batcher retries
+
+
+async def _write_part(
+    conn: psycopg.AsyncConnection[TupleRow],
+    messages: list[MessageRows],
+    now: datetime,
+    policy: alerts.AlertPolicy,
+) -> tuple[int, int, int, int, int]:
+    """Write ``messages`` under a savepoint, from empty staging tables."""
+    # Staging tables empty only at COMMIT: a part that went in left its rows there.
+    await conn.execute("TRUNCATE readings_stage, events_stage, quarantine_stage")
+    async with conn.transaction():  # savepoint
+        return await _write_rows(conn, messages, now, policy)
+
+
+def _add(
+    a: tuple[int, int, int, int, int], b: tuple[int, int, int, int, int]
+) -> tuple[int, int, int, int, int]:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4])
 
 
 def _result(counts: tuple[int, int, int, int, int], *, storage_rejected: int) -> WriteResult:
@@ -254,14 +326,6 @@ def _result(counts: tuple[int, int, int, int, int], *, storage_rejected: int) ->
         events_seen=events_seen,
         quarantined_new=quarantined_new,
         storage_rejected=storage_rejected,
-    )
-
-
-def _is_data_error(exc: psycopg.Error) -> bool:
-    return (
-        exc.sqlstate is not None
-        and exc.sqlstate[:2] in _DATA_ERROR_CLASSES
-        and not isinstance(exc, pg_errors.OperationalError)
     )
 
 
