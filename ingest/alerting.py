@@ -24,7 +24,7 @@ from ingest.errors import MqttError
 from ingest.pipeline import MessageRows
 from ingest.presence import Presence
 from ingest.waits import wait_for_stop
-from rules import Action, RuleEngine, RuleHit, Severity, unverified_alarm
+from rules import Action, RuleEngine, RuleHit, Severity, fail_safe_hit, unverified_alarm
 
 if TYPE_CHECKING:
     import asyncio
@@ -37,6 +37,42 @@ logger = logging.getLogger(__name__)
 
 #: How far back readings are reloaded into the windows after a restart.
 RESTORE_WINDOW = timedelta(minutes=20)
+
+
+class RuleFailureReport:
+    """Counts contained rule failures and logs them without flooding the log.
+
+    A rule that fails on one device's data tends to fail on every message of
+    that device: each failure is counted, but a rule's failure is logged at
+    most once per ``log_interval_s``, with how many there were meanwhile.
+    Only the rule's name and the exception's type are logged, never an
+    event's values (the traceback, which may quote them, only at debug).
+    """
+
+    def __init__(self, count: Callable[[str], None] | None = None, *, log_interval_s: float = 60.0) -> None:
+        self._count = count
+        self._log_interval_s = log_interval_s
+        self._last_logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def __call__(self, rule: str, exc: BaseException) -> None:
+        """Record one failure of ``rule``."""
+        if self._count is not None:
+            self._count(rule)
+        now_mono = time.monotonic()
+        last = self._last_logged.get(rule)
+        if last is not None and now_mono - last < self._log_interval_s:
+            self._unlogged[rule] = self._unlogged.get(rule, 0) + 1
+            return
+        self._last_logged[rule] = now_mono
+        logger.error(
+            "rule %s failed (%s); contained (%d more since the last report)",
+            rule,
+            type(exc).__name__,
+            self._unlogged.pop(rule, 0),
+            extra={"event": "rule_failed", "rule": rule},
+        )
+        logger.debug("rule %s failure", rule, exc_info=exc)
 
 
 def to_request(hit: RuleHit) -> alerts.AlertRequest:
@@ -56,29 +92,61 @@ def to_request(hit: RuleHit) -> alerts.AlertRequest:
 
 
 class Alerting:
-    """Owns the rule engine for the service."""
+    """Owns the rule engine for the service.
 
-    def __init__(self, engine: RuleEngine, now: Callable[[], datetime]) -> None:
+    Nothing here may raise into the MQTT receive path: a failing rule is
+    contained by the engine itself, and anything else that fails while a
+    message is observed (presence tracking, translating a decision) is
+    counted in ``rule_failures_total`` and, for a life-safety event, answered
+    with a fail-safe alert.
+    """
+
+    def __init__(
+        self,
+        engine: RuleEngine,
+        now: Callable[[], datetime],
+        on_failure: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.presence = Presence(engine.silence_limit_s)
         self._now = now
+        self._on_failure = on_failure or RuleFailureReport()
 
     def observe(self, rows: MessageRows) -> None:
         """Run the rules over a decoded message and attach their decisions."""
         received_at = rows.envelope.received_at
-        note = self.presence.note
         for event in rows.decoded:
-            note(event, gateway_id=rows.gateway_id, received_at=received_at)
-            for hit in self.engine.observe(event, received_at=received_at):
-                rows.alerts.append(to_request(hit))
-                if hit.action is Action.RAISE and hit.emergency:
-                    rows.life_safety = True
+            self._observe_event(rows, event, received_at)
         for event, reason in rows.unverified:
-            hit = unverified_alarm(
-                event, reason=reason.value, gateway_id=rows.gateway_id, received_at=received_at
-            )
+            try:
+                hit = unverified_alarm(
+                    event, reason=reason.value, gateway_id=rows.gateway_id, received_at=received_at
+                )
+            except Exception as exc:  # noqa: BLE001 - contained; the fail-safe below answers
+                self._on_failure("unverified_alarm", exc)
+                hit = fail_safe_hit(event, exc)
             rows.alerts.append(to_request(hit))
             rows.life_safety = True
+
+    def _observe_event(self, rows: MessageRows, event: Event, received_at: datetime) -> None:
+        try:
+            self.presence.note(event, gateway_id=rows.gateway_id, received_at=received_at)
+        except Exception as exc:  # noqa: BLE001 - presence is bookkeeping: the rules still run
+            self._on_failure("presence", exc)
+        try:
+            requests = [
+                (to_request(hit), hit.action is Action.RAISE and hit.emergency)
+                for hit in self.engine.observe(event, received_at=received_at)
+            ]
+        except Exception as exc:  # noqa: BLE001 - the engine contains its rules; this is the last guard
+            self._on_failure("alerting", exc)
+            if not event.is_life_safety:
+                return
+            requests = [(to_request(fail_safe_hit(event, exc)), True)]
+        for request, emergency in requests:
+            rows.alerts.append(request)
+            if emergency:
+                rows.life_safety = True
 
     def tick(self) -> MessageRows | None:
         """Decisions of the service clock (silence, expired fall windows), as a synthetic batch entry."""

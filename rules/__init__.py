@@ -8,6 +8,7 @@ hands to the alert store.
 from rules.config import RulesConfig, Thresholds
 from rules.engine import DeviceContext, RuleEngine, unverified_alarm
 from rules.errors import RulesConfigError, RulesError
+from rules.failsafe import fail_safe_hit
 from rules.hits import Action, EvidenceValue, RuleHit, Severity
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "RulesError",
     "Severity",
     "Thresholds",
+    "fail_safe_hit",
     "unverified_alarm",
 ]

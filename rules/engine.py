@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from devices import Event, Kind, TimeSource
 from rules.config import RulesConfig, Thresholds
+from rules.failsafe import fail_safe_hit, ignore_failure, occurrence_key_of
 from rules.hits import Action, EvidenceValue, RuleHit, Severity
 from rules.window import Run, Window
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from rules.failsafe import FailureHook
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RANK = {None: 0, Severity.WARNING: 1, Severity.MAJOR: 2, Severity.CRITICAL: 3}
@@ -112,10 +115,12 @@ class RuleEngine:
         config: RulesConfig | None = None,
         *,
         context: Callable[[str], DeviceContext] | None = None,
+        on_failure: FailureHook = ignore_failure,
     ) -> None:
         self._config = config or RulesConfig.default()
         self._context = context or self._configured_context
         self._devices: dict[str, _Device] = {}
+        self._on_failure = on_failure
 
     def _configured_context(self, device_id: str) -> DeviceContext:
         """Without a device registry: the profile the config file names, else a wearable."""
@@ -124,7 +129,20 @@ class RuleEngine:
     # -- public API ----------------------------------------------------------
 
     def observe(self, event: Event, *, received_at: datetime) -> list[RuleHit]:
-        """Evaluate one event; return the decisions it causes, in order."""
+        """Evaluate one event; return the decisions it causes, in order.
+
+        Never raises: a rule that fails is reported to ``on_failure`` and
+        costs only its own decision, except that a life-safety event whose
+        evaluation failed raises a fail-safe critical alert instead
+        (:mod:`rules.failsafe`).
+        """
+        try:
+            return self._observe(event, received_at)
+        except Exception as exc:  # noqa: BLE001 - containing any failure is the point
+            self._on_failure(_RULE_NAMES.get(event.kind, event.kind.value), exc)
+            return [fail_safe_hit(event, exc)] if event.is_life_safety else []
+
+    def _observe(self, event: Event, received_at: datetime) -> list[RuleHit]:
         device = self._device(event.device_id)
         hits: list[RuleHit] = []
         if "device_silent" in device.raised:
@@ -152,10 +170,14 @@ class RuleEngine:
         """Evaluate the rules that depend on the service clock."""
         hits: list[RuleHit] = []
         for device in self._devices.values():
-            hits.extend(self._expire_holds(device, now=now))
-            hits.extend(self._check_not_worn(device, now=now))
-            hits.extend(self._check_silence(device, now))
-            hits.extend(self._check_inactivity(device, now))
+            # One device whose state trips a rule must not stop the clock for the others.
+            try:
+                hits.extend(self._expire_holds(device, now=now))
+                hits.extend(self._check_not_worn(device, now=now))
+                hits.extend(self._check_silence(device, now))
+                hits.extend(self._check_inactivity(device, now))
+            except Exception as exc:  # noqa: BLE001 - contained, like observe()
+                self._on_failure("service_clock", exc)
         return hits
 
     def restore_alert(self, device_id: str, rule: str, severity: Severity) -> None:
@@ -245,7 +267,7 @@ class RuleEngine:
                 device.raised["fall"] = Severity.MAJOR
             return [self._hit(Action.RAISE, device, "fall", Severity.MAJOR, event, evidence=evidence)]
         # One key for the hold, its cancel and its raise: the store matches them on it.
-        key = _occurrence_key(event)
+        key = occurrence_key_of(event)
         if cancelled:
             return [
                 self._hit(
@@ -583,7 +605,7 @@ class RuleEngine:
         due_at: datetime | None = None,
     ) -> RuleHit:
         if event is not None:
-            occurrence_key = occurrence_key or _occurrence_key(event)
+            occurrence_key = occurrence_key or occurrence_key_of(event)
             triggered_at = triggered_at or event.observed_at
         assert occurrence_key is not None  # noqa: S101 - callers pass one or an event
         assert triggered_at is not None  # noqa: S101
@@ -639,11 +661,6 @@ def _finite(value: object) -> float | None:
     return None
 
 
-def _occurrence_key(event: Event) -> str:
-    """Identity of the event that triggered a decision, stable across redelivery."""
-    return f"{event.kind.value}:{event.event_key or _ms(event.observed_at)}"
-
-
 def _delivery(event: Event, received_at: datetime) -> dict[str, EvidenceValue]:
     """Delivery delay and time quality of a life-safety event."""
     device_time = event.device_time or event.observed_at
@@ -670,6 +687,10 @@ _HANDLERS: dict[Kind, Callable[[RuleEngine, _Device, Event, datetime, bool], lis
 }
 
 
+#: The rule a kind's handler stands for, for the failure metric's label.
+_RULE_NAMES: dict[Kind, str] = {kind: handler.__name__.lstrip("_") for kind, handler in _HANDLERS.items()}
+
+
 def unverified_alarm(event: Event, *, reason: str, gateway_id: str, received_at: datetime) -> RuleHit:
     """Put a panic, fall or alarm from an unknown or mismatched device in front of an operator.
 
@@ -692,7 +713,7 @@ def unverified_alarm(event: Event, *, reason: str, gateway_id: str, received_at:
         severity=Severity.CRITICAL,
         emergency=True,
         dedup_key=f"{event.device_id}:unverified_alarm",
-        occurrence_key=_occurrence_key(event),
+        occurrence_key=occurrence_key_of(event),
         triggered_at=event.observed_at,
         evidence=evidence,
     )
