@@ -225,7 +225,12 @@ class CommandModule(Protocol):
 
 
 #: Sub-command families kept in their own modules (imported lazily: ``decode`` stays fast).
-_COMMAND_MODULE_NAMES = ("ingest.commands_devices", "ingest.commands_gateways", "ingest.commands_sim")
+_COMMAND_MODULE_NAMES = (
+    "ingest.commands_devices",
+    "ingest.commands_gateways",
+    "ingest.commands_quarantine",
+    "ingest.commands_sim",
+)
 
 
 def _command_modules() -> list[CommandModule]:
