@@ -87,13 +87,20 @@ _CODE_RE = re.compile(r"[0-9]{1,9}")
 _MAX_ID_LENGTH = 64
 _MAX_LABEL_LENGTH = 64
 
-_CANCEL_CODES = frozenset({19, 92, 93})
-_NORMAL_CODE = 70
-_MANUAL_ALARM_CODE = 10
-#: Technical codes: status code -> what ``device_fault`` says is wrong.
-_FAULT_CODES: dict[int, str] = {16: "low_battery"}
-#: Care codes: status code -> what ``care`` says the carer did.
-_CARE_CODES: dict[int, str] = {88: "presence", 110: "assistance", 111: "intervention_complete"}
+#: Status codes whose class is known -> the event they are (see the module docstring).
+_STATUS_TABLE: dict[int, tuple[Kind, dict[str, FieldValue]]] = {
+    10: (Kind.PANIC, {}),  # manual alarm
+    16: (Kind.DEVICE_FAULT, {"fault": "low_battery"}),
+    19: (Kind.CANCEL, {}),
+    70: (Kind.HEARTBEAT, {}),  # normal
+    88: (Kind.CARE, {"activity": "presence"}),
+    92: (Kind.CANCEL, {}),
+    93: (Kind.CANCEL, {}),
+    110: (Kind.CARE, {"activity": "assistance"}),
+    111: (Kind.CARE, {"activity": "intervention_complete"}),
+}
+#: Kinds whose events carry the status code as written, for the operator.
+_CODED_KINDS = frozenset({Kind.DEVICE_FAULT, Kind.CARE})
 _FALL_DETECTOR = 5
 _PANIC_DEVICE_TYPES = frozenset({3, 4, 7})
 
@@ -205,7 +212,9 @@ def _meaning(tags: dict[str, str]) -> _Meaning | Rejection:
         return known[0], known[1], frozenset()
     if message_type == "IN":
         what = f"stc {raw_status}" if _code(raw_status) is not None else "no usable stc"
-        return Rejection(RejectReason.UNSUPPORTED_FRAME, f"SCAIP IN message with an unknown status code ({what})")
+        return Rejection(
+            RejectReason.UNSUPPORTED_FRAME, f"SCAIP IN message with an unknown status code ({what})"
+        )
     flags = frozenset() if message_type in {"", "ME"} else frozenset({"unknown_message_type"})
     kind, fields = _alarm_meaning(raw_status, _code(tags.get("dty")))
     return kind, fields, flags
@@ -214,20 +223,13 @@ def _meaning(tags: dict[str, str]) -> _Meaning | Rejection:
 def _by_class(raw_status: str | None) -> _Alarm | None:
     """The event of a status code whose class we know, or None for an unknown (or no) code."""
     status = _code(raw_status)
-    if status is None:
+    known = _STATUS_TABLE.get(status) if status is not None else None
+    if known is None:
         return None
-    code: dict[str, FieldValue] = {"code": f"stc {raw_status}"}
-    if status in _CANCEL_CODES:
-        return Kind.CANCEL, {}
-    if status == _NORMAL_CODE:
-        return Kind.HEARTBEAT, {}
-    if status == _MANUAL_ALARM_CODE:
-        return Kind.PANIC, {}
-    if status in _FAULT_CODES:
-        return Kind.DEVICE_FAULT, {"fault": _FAULT_CODES[status], **code}
-    if status in _CARE_CODES:
-        return Kind.CARE, {"activity": _CARE_CODES[status], **code}
-    return None
+    kind, fields = known
+    if kind in _CODED_KINDS:
+        return kind, {**fields, "code": f"stc {raw_status}"}
+    return kind, dict(fields)
 
 
 def _alarm_meaning(raw_status: str | None, device_type: int | None) -> _Alarm:

@@ -64,11 +64,14 @@ def test_reset_message_is_a_cancel(stc):
     assert emitted(run(mrq(mty="RE", cid="42", dty="0003", stc=stc))) == [(Kind.CANCEL, {})]
 
 
-@pytest.mark.parametrize(("stc", "what"), [("0067", "stc 0067"), ("", "no usable stc"), ("X1", "no usable stc")])
+@pytest.mark.parametrize(
+    ("stc", "what"), [("0067", "stc 0067"), ("", "no usable stc"), ("X1", "no usable stc")]
+)
 def test_information_message_with_an_unknown_code_is_quarantined_not_an_alarm(stc, what):
     decoded = run(mrq(mty="IN", cid="42", dty="0002", stc=stc))
     assert decoded == Decoded(
-        [], [Rejection(RejectReason.UNSUPPORTED_FRAME, f"SCAIP IN message with an unknown status code ({what})")]
+        [],
+        [Rejection(RejectReason.UNSUPPORTED_FRAME, f"SCAIP IN message with an unknown status code ({what})")],
     )
 
 
