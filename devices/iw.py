@@ -15,10 +15,11 @@ TRV variant: the same protocol is spoken with the maker prefix ``TRV`` (``TRVAP0
 arrives on the same ``iw`` channel. The server answers each frame with the next letter
 (``AP`` -> ``BP``, ``YP`` -> ``ZP``, ``CP`` -> ``DP``); such a reply echoed into the stream is not
 telemetry and is quarantined (``unsupported_frame``), like every well-formed frame of a type
-this codec does not decode (``AP07`` voice, ``AP12`` phone book, ``APXL``...): the rejection
-names the frame type only, so that an unknown type is seen instead of silently yielding
-nothing. A frame that does not start with a header, or whose fixed-width block is cut or
-damaged, is a ``malformed_frame``.
+this codec does not decode (``AP12`` phone book, ``APXL``...): the rejection names the frame
+type only, so that an unknown type is seen instead of silently yielding nothing. Voice
+(``AP07``) is the one exception: it is known not to be telemetry, and a recording must not be
+copied into the quarantine, so it yields nothing. A frame that does not start with a header,
+or whose fixed-width block is cut or damaged, is a ``malformed_frame``.
 
 Identity: only the login frame ``IWAP00<IMEI>`` names the device (it yields an
 ``online`` event for that IMEI). Every later frame belongs to the TCP session, so the
@@ -89,6 +90,8 @@ _HEADER_RE = re.compile(r"(IW|TRV)([A-Z])P([0-9A-Z]{2})", re.IGNORECASE)
 #: Direction letters of frames a device sends; the server answers with the next letter
 #: (``AP`` -> ``BP``, ``YP`` -> ``ZP``, ``CP`` -> ``DP``).
 _DEVICE_DIRECTIONS = frozenset("AYC")
+#: Frames known not to be telemetry whose bytes must not be copied into the quarantine (voice).
+_NOT_TELEMETRY = frozenset({"AP07"})
 _BLOCK_RE = re.compile(
     r"(?P<date>\d{6})(?P<valid>[AV])"
     r"(?P<lat_deg>\d{2})(?P<lat_min>\d{2}\.\d+)(?P<ns>[NS])"
@@ -188,8 +191,11 @@ def _decode_frame(frame: _Frame, session_id: str | None) -> str | None:
         session_id = frame.device_id = login_id
     handler = _HANDLERS.get(frame_type)
     if handler is None:
-        # Only the header is named: it is the type, never payload data.
-        frame.reject(RejectReason.UNSUPPORTED_FRAME, f"IW frame type {maker}{frame_type} is not supported")
+        if frame_type not in _NOT_TELEMETRY:
+            # Only the header is named: it is the type, never payload data.
+            frame.reject(
+                RejectReason.UNSUPPORTED_FRAME, f"IW frame type {maker}{frame_type} is not supported"
+            )
         return session_id
     if session_id is None:
         frame.reject(RejectReason.MISSING_FIELD, "no device identity")

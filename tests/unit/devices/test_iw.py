@@ -446,8 +446,6 @@ def test_ap03_with_non_numeric_steps():
     [
         ("IWAP12,080835,+491773329827,+491773329826", "IW frame type IWAP12 is not supported"),
         ("IWAPXL,080835", "IW frame type IWAPXL is not supported"),
-        ("IWAP07,20250601,1,1,1,AMR", "IW frame type IWAP07 is not supported"),
-        ("TRVAP07,20250601,1,1,1,AMR#", "IW frame type TRVAP07 is not supported"),
         ("TRVYP99,1#", "IW frame type TRVYP99 is not supported"),
         ("IWBP00,20250601120000,0#", "IWBP00 is a server reply, not telemetry"),
         ("TRVZP14#", "TRVZP14 is a server reply, not telemetry"),
@@ -455,6 +453,11 @@ def test_ap03_with_non_numeric_steps():
 )
 def test_frames_not_understood_are_quarantined_naming_only_their_type(raw, detail):
     assert decode(raw) == Decoded([], [Rejection(RejectReason.UNSUPPORTED_FRAME, detail)])
+
+
+@pytest.mark.parametrize("raw", ["IWAP07,20250601,1,1,1,AMR", "TRVAP07,20250601,1,1,1,AMR#"])
+def test_voice_is_not_telemetry_and_is_not_quarantined(raw):
+    assert decode(raw) == Decoded([], [])
 
 
 # --- framing -----------------------------------------------------------------------------------
