@@ -50,7 +50,8 @@ Frames:
   read from the comma fields independently of the fixed-width block, so a damaged block
   does not lose the alarm (it is then filed under the receive time and flagged); an
   ``AP10`` whose code cannot be read at all raises ``alarm`` labelled ``iw unknown`` (plus a
-  rejection recording the missing code), for the same life-safety reason.
+  rejection recording the missing code), for the same life-safety reason. So does a lone
+  ``0``: it may be ``00`` written short, or ``01`` (SOS) cut by a TCP read.
 * ``AP03,<gsm/sat/battery block>,steps,rolls``: the keep-alive → ``heartbeat`` (with the
   battery level from the block) and ``steps`` (rolls, the tumble counter, has no kind). TRV's
   ``CP01,<gsm/gps/battery/acc/arm/mode block + settings>`` is the same heartbeat, without steps.
@@ -61,8 +62,9 @@ Frames:
   the order differs from the 3G ``bphrt`` frame); ``APHP,HR,SYS,DIA,SpO2,sugar,temp`` →
   ``heart_rate``, ``blood_pressure``, ``spo2``, ``body_temp`` (blood sugar has no canonical kind);
   ``AP50,temp,battery%`` → ``body_temp`` + ``battery``. A zero or empty value means "no valid
-  reading" and yields nothing; a value that is not a number or is out of range is rejected
-  on its own without losing the frame's other readings.
+  reading" and yields nothing (a frame left with nothing at all, like a position without fix,
+  networks or battery, is rejected as ``no_events`` rather than silent); a value that is not
+  a number or is out of range is rejected on its own without losing the frame's other readings.
 
 Rejection details name the frame and field, never payload bytes or health values.
 """
@@ -106,6 +108,9 @@ _LOGIN_TYPE = "AP00"
 _ALARM_TYPE = "AP10"
 _ALARM_CODE_FIELD = 5  # after the block, MCC, MNC, LAC and CID
 _ALARM_CODE_RE = re.compile(r"\d{1,3}")
+#: A lone ``0`` is ambiguous: "no alarm" written short, or ``01`` (SOS) cut by a TCP read. It is
+#: read as an alarm of unknown cause: an operator dismisses a false one, a lost SOS is lost.
+_AMBIGUOUS_CODE = "0"
 _SOS_CODE = 1
 _FALL_CODES = frozenset({5, 6})
 _MAX_BPM = 300.0
@@ -201,6 +206,9 @@ def _decode_frame(frame: _Frame, session_id: str | None) -> str | None:
         frame.reject(RejectReason.MISSING_FIELD, "no device identity")
         return session_id
     handler(frame, frame_type, body)
+    if not frame.events and not frame.rejections:
+        # A 0 or empty reading is the watch's "no valid reading": said, not silent.
+        frame.reject(RejectReason.NO_EVENTS, f"{frame_type} holds no valid reading")
     return session_id
 
 
@@ -248,7 +256,7 @@ def _on_position(frame: _Frame, frame_type: str, body: str) -> None:
 
 def _alarm(frame: _Frame, fields: list[str], device_time: datetime | None) -> None:
     raw = fields[_ALARM_CODE_FIELD].strip() if len(fields) > _ALARM_CODE_FIELD else ""
-    if _ALARM_CODE_RE.fullmatch(raw) is None:
+    if _ALARM_CODE_RE.fullmatch(raw) is None or raw == _AMBIGUOUS_CODE:
         # AP10 is the alarm upload: an unreadable code must still reach an operator.
         frame.reject(RejectReason.MISSING_FIELD, "AP10 alarm code missing or not numeric")
         _emit_alarm(frame, Kind.ALARM, {"label": "iw unknown"}, device_time)

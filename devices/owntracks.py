@@ -22,7 +22,8 @@ Identity:
     (accuracy, metres), ``batt`` (battery percent) and metadata that has no canonical
     field (``alt``, ``vel``, ``bs``, ``conn``, ``t`` trigger, ``SSID``, ``inregions``...).
     It yields a ``location`` at ``tst`` and, when ``batt`` is present, a ``battery``
-    reading at the same time. A 0/0 position is a phone without a fix: no location. An
+    reading at the same time. A 0/0 position is a phone without a fix: no location (and, without
+    ``batt`` either, a ``no_events`` rejection rather than silence). An
     unusable ``acc`` (negative, not a number) is dropped rather than rejecting the fix.
 
 ``_type: "lwt"``:
@@ -191,6 +192,8 @@ def _decode_location(sink: _Sink, document: dict[str, object]) -> None:
                 fields["accuracy_m"] = float(accuracy)
             sink.add(Kind.LOCATION, fields, device_time=fix_time, time_required=True)
     if document.get("batt") is None:
+        if not sink.events and not sink.rejections:
+            sink.reject(RejectReason.NO_EVENTS, "location has no fix (0/0) and no battery level")
         return
     try:
         battery = _number(document, "batt", _MAX_PERCENT, low=0)

@@ -46,7 +46,8 @@ Content ``TYPE[,field,...]``; the type is matched case-insensitively.
       kept as the last known position marked ``gps_valid: false`` (never 0/0), and the cell
       towers and WiFi access points the frame lists are added as ``position_source: network``
       with ``cells`` and ``wifi`` (see :mod:`devices.watch_network`): indoors they are all
-      responders can go by. A frame without a fix, coordinates or networks yields no location;
+      responders can go by. A frame without a fix, coordinates or networks yields no location
+      (see below for one with nothing at all);
       its alarms never depend on any of it. The trailing accuracy is not used: its position
       depends on cell and WiFi lists whose layout varies by firmware (with zero cells some omit
       the timing advance, MCC and MNC) and whose SSIDs may hold commas, so it cannot be located
@@ -77,7 +78,10 @@ Content ``TYPE[,field,...]``; the type is matched case-insensitively.
       and images must not be copied into the quarantine. A type this codec does not know is
       quarantined (``unsupported_frame``, naming the type when it is a plain word).
 
-Rejections name the frame by its ordinal and a category of ours, never payload bytes or values.
+A telemetry frame that yields nothing (a health frame whose value is 0, "no valid reading"; a
+position frame without fix, networks, battery or steps) is rejected as ``no_events`` rather than
+being silent. Rejections name the frame by its ordinal and a category of ours, never payload
+bytes or values.
 """
 
 from __future__ import annotations
@@ -230,6 +234,9 @@ class _FrameDecoder(EventSink):
             self.reject(RejectReason.MISSING_FIELD, "no device identity")
             return
         handler(self, values, type_name)
+        if not self.events and not self.rejections:
+            # A 0 or empty reading is the watch's "no valid reading": said, not silent.
+            self.reject(RejectReason.NO_EVENTS, "frame holds no valid reading")
 
     def add(
         self,

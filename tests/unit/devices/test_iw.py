@@ -271,6 +271,13 @@ def test_ap10_code_01_is_panic_with_position(code):
     assert panic.time_source is TimeSource.DEVICE
 
 
+def test_ap10_lone_zero_may_be_a_cut_sos_and_still_alarms():
+    decoded = decode(f"IWAP10{BLOCK}{CELLS},0")
+    assert kinds(decoded)[0] is Kind.ALARM
+    assert decoded.events[0].fields == {"label": "iw unknown"}
+    assert reasons(decoded) == [RejectReason.MISSING_FIELD]
+
+
 @pytest.mark.parametrize("code", ["05", "06"])
 def test_ap10_codes_05_and_06_are_falls(code):
     fall = of_kind(decode(ap10(code)), Kind.FALL)
@@ -342,8 +349,8 @@ def test_ap49_heart_rate():
 
 
 @pytest.mark.parametrize("raw", ["IWAP49,0", "IWAP49,", "IWAP49"])
-def test_ap49_without_a_reading_yields_nothing(raw):
-    assert decode(raw) == Decoded([], [])
+def test_ap49_without_a_reading_is_said_not_silent(raw):
+    assert decode(raw) == Decoded([], [Rejection(RejectReason.NO_EVENTS, "AP49 holds no valid reading")])
 
 
 @pytest.mark.parametrize(

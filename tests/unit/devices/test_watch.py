@@ -705,6 +705,9 @@ def test_keep_alive_with_a_bad_battery_is_still_a_heartbeat(content, reason):
 # --- health frames -----------------------------------------------------------------------------
 
 
+NO_READING = "): frame holds no valid reading"
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
@@ -744,6 +747,12 @@ def test_keep_alive_with_a_bad_battery_is_still_a_heartbeat(content, reason):
 )
 def test_health_frames_are_filed_under_receive_time(content, expected):
     decoded = decode(frame(content))
+    if not expected:  # "no valid reading": said as no_events, never silent
+        assert decoded.events == []
+        assert [(r.reason, r.detail.endswith(NO_READING)) for r in decoded.rejections] == [
+            (RejectReason.NO_EVENTS, True)
+        ]
+        return
     assert [(event.kind, dict(event.fields)) for event in clean(decoded).events] == expected
     for event in decoded.events:
         assert event.observed_at == RECEIVED_AT
