@@ -167,9 +167,11 @@ def _parse(text: str) -> dict[str, str] | Rejection:
     try:
         root = ET.fromstring(text)  # noqa: S314 - declarations were refused above
     except ET.ParseError:
-        return Rejection(RejectReason.INVALID_STRUCTURE, "SCAIP payload is not well-formed XML")
+        # Most often a body cut short by the gateway: the frame, not the message, is broken.
+        return Rejection(RejectReason.MALFORMED_FRAME, "SCAIP payload is not well-formed XML")
     if _local_name(root.tag) != "mrq":
-        return Rejection(RejectReason.INVALID_STRUCTURE, "SCAIP root element must be <mrq>")
+        # Well-formed, but not a request: a response (<mrs>) echoed back, or another document.
+        return Rejection(RejectReason.UNSUPPORTED_FRAME, "SCAIP root element must be <mrq>")
     tags: dict[str, str] = {}
     for child in root:
         tags.setdefault(_local_name(child.tag), "".join(child.itertext()).strip())

@@ -269,7 +269,8 @@ BILLION_LAUGHS = (
 )
 def test_declarations_are_refused(payload):
     rejection = only_rejection(run(payload))
-    assert rejection.reason is RejectReason.INVALID_STRUCTURE
+    # UTF-16 hides the declaration from the text check, but then the body is not parseable XML.
+    assert rejection.reason in {RejectReason.INVALID_STRUCTURE, RejectReason.MALFORMED_FRAME}
 
 
 @pytest.mark.parametrize(
@@ -290,7 +291,10 @@ def test_declarations_are_refused(payload):
 )
 def test_malformed_bodies(payload):
     rejection = only_rejection(run(payload))
-    assert rejection.reason is RejectReason.INVALID_STRUCTURE
+    # Broken XML is a broken frame; a well-formed document that is no request is not understood.
+    well_formed_other = payload.startswith((b"<mrs>", b"<message>"))
+    expected = RejectReason.UNSUPPORTED_FRAME if well_formed_other else RejectReason.MALFORMED_FRAME
+    assert rejection.reason is expected
     assert "42" not in rejection.detail
 
 
