@@ -27,6 +27,11 @@ class RejectReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     CLOCK_SKEW = "clock_skew"
     INTERNAL_ERROR = "internal_error"
+    #: A well-formed frame of a type the codec does not understand (a vendor message kind,
+    #: an app's management message): quarantined so that it is seen, never silently dropped.
+    UNSUPPORTED_FRAME = "unsupported_frame"
+    #: A frame whose framing is broken: cut short, unterminated, bytes outside any frame.
+    MALFORMED_FRAME = "malformed_frame"
     #: The database refused the decoded rows (a value it cannot hold).
     STORAGE_REJECTED = "storage_rejected"
     #: The registry is enforced and knows no such device.

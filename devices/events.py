@@ -39,6 +39,12 @@ class Kind(StrEnum):
     #: The device (or its app) connected / went away, as its gateway saw it.
     ONLINE = "online"
     OFFLINE = "offline"
+    #: The device reports a technical fault of its own (low battery of a unit or a trigger,
+    #: mains failure, a failed supervision): maintenance work, never an emergency.
+    DEVICE_FAULT = "device_fault"
+    #: A carer's visit as the alarm unit saw it (presence, assistance, intervention done):
+    #: part of handling an incident, never an alarm by itself.
+    CARE = "care"
 
 
 class TimeSource(StrEnum):

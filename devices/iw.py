@@ -6,10 +6,20 @@ captures show it with the ``#`` stripped, so a missing terminator is accepted). 
 gateway may hand over one TCP read holding several frames, so the payload is split on
 ``#`` (and on line breaks, which captures add) and each frame is decoded on its own, in
 order. A frame cut in two by a TCP read cannot be reassembled by a pure function; both
-halves are rejected (the gateway must buffer up to ``#``). Server replies (``IWBPxx``)
-echoed into the stream are not telemetry and yield nothing. Traccar's decoder also
-accepts the ``TRV`` maker prefix for the same layout, and so does this codec; header
-letters are matched case-insensitively.
+halves are rejected (the gateway must buffer up to ``#``). Header letters are matched
+case-insensitively.
+
+TRV variant: the same protocol is spoken with the maker prefix ``TRV`` (``TRVAP00<IMEI>``,
+``TRVAP01...``) and, on that firmware, with two more device-side direction letters: ``YP``
+(``YP03``, ``YP14``: positions in the ``AP01`` layout) and ``CP`` (``CP01``: the heartbeat). It
+arrives on the same ``iw`` channel. The server answers each frame with the next letter
+(``AP`` -> ``BP``, ``YP`` -> ``ZP``, ``CP`` -> ``DP``); such a reply echoed into the stream is not
+telemetry and is quarantined (``unsupported_frame``), like every well-formed frame of a type
+this codec does not decode (``AP12`` phone book, ``APXL``...): the rejection names the frame
+type only, so that an unknown type is seen instead of silently yielding nothing. Voice
+(``AP07``) is the one exception: it is known not to be telemetry, and a recording must not be
+copied into the quarantine, so it yields nothing. A frame that does not start with a header,
+or whose fixed-width block is cut or damaged, is a ``malformed_frame``.
 
 Identity: only the login frame ``IWAP00<IMEI>`` names the device (it yields an
 ``online`` event for that IMEI). Every later frame belongs to the TCP session, so the
@@ -19,34 +29,42 @@ frame without ``context.device_id`` is rejected (``missing_field``, "no device i
 
 Frames:
 
-* ``AP01`` (position) and ``AP10`` (alarm + position) start with a fixed-width block:
+* ``AP01`` (position), ``AP10`` (alarm + position), and TRV's ``YP03`` / ``YP14`` start with a
+  fixed-width block:
   date ``yymmdd``, validity ``A``/``V``, latitude ``ddmm.mmmm`` + ``N``/``S``, longitude
   ``dddmm.mmmm`` + ``E``/``W``, speed ``ddd.d`` (km/h, unused), time ``hhmmss``, course
   (six characters), then 3+3+3+1+2+2 digits: GSM signal, satellites, battery %, acc,
   arm state, working mode (some firmware appends a few more digits). Comma fields follow:
   ``MCC,MNC,LAC,CID``, and on ``AP10`` the alarm code, then language and WiFi data. The
   date and time have no zone in the vendor material; Traccar reads them as UTC and so do
-  we. A location is emitted only for a GPS fix (``A``) that is not 0/0 (``V`` means the
-  coordinates are stale or zero); the battery level is emitted from the block either way
-  (``000`` is read as "level unknown", like every other zero reading of these watches).
+  we. A GPS location is emitted only for a fix (``A``) that is not 0/0 (``V`` means the
+  coordinates are stale or zero). Without one, the serving cell (``MCC,MNC,LAC,CID``) and the
+  WiFi records (``SSID|MAC|rssi`` joined by ``&``) the frame carries become a location with
+  ``position_source: network`` and no coordinates (see :mod:`devices.iw_network`): indoors that
+  is all responders can go by. An alarm never depends on either. The battery level is emitted
+  from the block either way (``000`` is read as "level unknown", like every other zero reading
+  of these watches).
 * ``AP10`` alarm codes (Traccar's reading): ``01`` SOS → ``panic``; ``05`` or ``06`` → ``fall``
   (stage ``alarm``); ``00`` → no alarm; any other code → ``alarm`` labelled ``iw <code>``,
   because an alarm we do not understand must still reach an operator. The alarm code is
   read from the comma fields independently of the fixed-width block, so a damaged block
   does not lose the alarm (it is then filed under the receive time and flagged); an
   ``AP10`` whose code cannot be read at all raises ``alarm`` labelled ``iw unknown`` (plus a
-  rejection recording the missing code), for the same life-safety reason.
+  rejection recording the missing code), for the same life-safety reason. So does a lone
+  ``0``: it may be ``00`` written short, or ``01`` (SOS) cut by a TCP read.
 * ``AP03,<gsm/sat/battery block>,steps,rolls``: the keep-alive → ``heartbeat`` (with the
-  battery level from the block) and ``steps`` (rolls, the tumble counter, has no kind).
+  battery level from the block) and ``steps`` (rolls, the tumble counter, has no kind). TRV's
+  ``CP01,<gsm/gps/battery/acc/arm/mode block + settings>`` is the same heartbeat, without steps.
+* ``AP02,language,reply,n,MCC,MNC,LAC|CID|rssi...,m,SSID|MAC|rssi&...``: the towers and access
+  points of a watch without a fix → a network ``location`` under the receive time.
 * Health frames carry no time, so they are filed under the receive time:
   ``AP49,HR`` → ``heart_rate``; ``APHT,HR,SYS,DIA`` → ``heart_rate`` + ``blood_pressure`` (note
   the order differs from the 3G ``bphrt`` frame); ``APHP,HR,SYS,DIA,SpO2,sugar,temp`` →
   ``heart_rate``, ``blood_pressure``, ``spo2``, ``body_temp`` (blood sugar has no canonical kind);
   ``AP50,temp,battery%`` → ``body_temp`` + ``battery``. A zero or empty value means "no valid
-  reading" and yields nothing; a value that is not a number or is out of range is rejected
-  on its own without losing the frame's other readings.
-* Any other ``AP`` type (``AP02`` cell/WiFi list, ``AP07`` voice, ``AP12`` phone book...)
-  yields no event and no rejection.
+  reading" and yields nothing (a frame left with nothing at all, like a position without fix,
+  networks or battery, is rejected as ``no_events`` rather than silent); a value that is not
+  a number or is out of range is rejected on its own without losing the frame's other readings.
 
 Rejection details name the frame and field, never payload bytes or health values.
 """
@@ -59,6 +77,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from devices import iw_network
 from devices.canonical import Decoded, Rejection
 from devices.codec import EventSink, guarded, rejected
 from devices.errors import RejectReason
@@ -69,7 +88,12 @@ if TYPE_CHECKING:
     from devices.codec import DecodeContext
 
 _FRAME_SPLIT_RE = re.compile(r"[#\r\n\x00]+")
-_HEADER_RE = re.compile(r"(?:IW|TRV)([A-Z])P([0-9A-Z]{2})", re.IGNORECASE)
+_HEADER_RE = re.compile(r"(IW|TRV)([A-Z])P([0-9A-Z]{2})", re.IGNORECASE)
+#: Direction letters of frames a device sends; the server answers with the next letter
+#: (``AP`` -> ``BP``, ``YP`` -> ``ZP``, ``CP`` -> ``DP``).
+_DEVICE_DIRECTIONS = frozenset("AYC")
+#: Frames known not to be telemetry whose bytes must not be copied into the quarantine (voice).
+_NOT_TELEMETRY = frozenset({"AP07"})
 _BLOCK_RE = re.compile(
     r"(?P<date>\d{6})(?P<valid>[AV])"
     r"(?P<lat_deg>\d{2})(?P<lat_min>\d{2}\.\d+)(?P<ns>[NS])"
@@ -80,10 +104,13 @@ _BLOCK_RE = re.compile(
     re.IGNORECASE,
 )
 _STATUS_RE = re.compile(r"(?P<gsm>\d{3})(?P<satellites>\d{3})(?P<battery>\d{3})(?P<acc>\d)\d{4}\d*")
-_LOGIN_TYPE = "00"
-_ALARM_TYPE = "10"
+_LOGIN_TYPE = "AP00"
+_ALARM_TYPE = "AP10"
 _ALARM_CODE_FIELD = 5  # after the block, MCC, MNC, LAC and CID
 _ALARM_CODE_RE = re.compile(r"\d{1,3}")
+#: A lone ``0`` is ambiguous: "no alarm" written short, or ``01`` (SOS) cut by a TCP read. It is
+#: read as an alarm of unknown cause: an operator dismisses a false one, a lost SOS is lost.
+_AMBIGUOUS_CODE = "0"
 _SOS_CODE = 1
 _FALL_CODES = frozenset({5, 6})
 _MAX_BPM = 300.0
@@ -154,12 +181,14 @@ def _decode_frame(frame: _Frame, session_id: str | None) -> str | None:
     """Decode one frame into ``frame``; return the session's device id after it (a login sets it)."""
     header = _HEADER_RE.match(frame.text)
     if header is None:
-        frame.reject(RejectReason.INVALID_STRUCTURE, "not an IW frame")
+        frame.reject(RejectReason.MALFORMED_FRAME, "not an IW frame")
         return session_id
-    direction, frame_type = header.group(1).upper(), header.group(2).upper()
+    maker, direction = header.group(1).upper(), header.group(2).upper()
+    frame_type = f"{direction}P{header.group(3).upper()}"
     body = frame.text[header.end() :]
-    if direction != "A":
-        return session_id  # a server reply (IWBP..) or another family's frame: not telemetry
+    if direction not in _DEVICE_DIRECTIONS:
+        frame.reject(RejectReason.UNSUPPORTED_FRAME, f"{maker}{frame_type} is a server reply, not telemetry")
+        return session_id
     if frame_type == _LOGIN_TYPE:
         login_id = _login(frame, body)
         if login_id is None:
@@ -167,11 +196,19 @@ def _decode_frame(frame: _Frame, session_id: str | None) -> str | None:
         session_id = frame.device_id = login_id
     handler = _HANDLERS.get(frame_type)
     if handler is None:
-        return session_id  # a frame type that carries no event
+        if frame_type not in _NOT_TELEMETRY:
+            # Only the header is named: it is the type, never payload data.
+            frame.reject(
+                RejectReason.UNSUPPORTED_FRAME, f"IW frame type {maker}{frame_type} is not supported"
+            )
+        return session_id
     if session_id is None:
         frame.reject(RejectReason.MISSING_FIELD, "no device identity")
         return session_id
     handler(frame, frame_type, body)
+    if not frame.events and not frame.rejections:
+        # A 0 or empty reading is the watch's "no valid reading": said, not silent.
+        frame.reject(RejectReason.NO_EVENTS, f"{frame_type} holds no valid reading")
     return session_id
 
 
@@ -199,13 +236,17 @@ def _on_position(frame: _Frame, frame_type: str, body: str) -> None:
     if is_alarm_frame:
         _alarm(frame, fields, device_time)
     if block is None:
-        frame.reject(RejectReason.INVALID_STRUCTURE, f"AP{frame_type} position block is malformed")
+        frame.reject(RejectReason.MALFORMED_FRAME, f"{frame_type} position block is malformed")
         return
     if device_time is None:
-        frame.reject(RejectReason.BAD_TIMESTAMP, f"AP{frame_type} date/time is not a valid date")
+        frame.reject(RejectReason.BAD_TIMESTAMP, f"{frame_type} date/time is not a valid date")
         return
-    if block["valid"].upper() == "A":
-        _location(frame, block, device_time)
+    fixed = block["valid"].upper() == "A" and _location(frame, block, device_time)
+    if not fixed:
+        # No GPS fix: the towers and access points it heard are all responders can go by.
+        network = iw_network.position_fields(fields)
+        if network:
+            frame.add(Kind.LOCATION, network, device_time)
     battery = int(block["battery"])
     if battery > _MAX_PCT:
         frame.reject(RejectReason.OUT_OF_RANGE, "battery level out of range")
@@ -215,7 +256,7 @@ def _on_position(frame: _Frame, frame_type: str, body: str) -> None:
 
 def _alarm(frame: _Frame, fields: list[str], device_time: datetime | None) -> None:
     raw = fields[_ALARM_CODE_FIELD].strip() if len(fields) > _ALARM_CODE_FIELD else ""
-    if _ALARM_CODE_RE.fullmatch(raw) is None:
+    if _ALARM_CODE_RE.fullmatch(raw) is None or raw == _AMBIGUOUS_CODE:
         # AP10 is the alarm upload: an unreadable code must still reach an operator.
         frame.reject(RejectReason.MISSING_FIELD, "AP10 alarm code missing or not numeric")
         _emit_alarm(frame, Kind.ALARM, {"label": "iw unknown"}, device_time)
@@ -255,7 +296,8 @@ def _block_time(block: re.Match[str]) -> datetime | None:
         return None
 
 
-def _location(frame: _Frame, block: re.Match[str], device_time: datetime) -> None:
+def _location(frame: _Frame, block: re.Match[str], device_time: datetime) -> bool:
+    """Emit the block's fix; tell whether there was one (False for 0/0 or a rejected one)."""
     lat_min, lon_min = float(block["lat_min"]), float(block["lon_min"])
     lat = int(block["lat_deg"]) + lat_min / _MINUTES_PER_DEGREE
     lon = int(block["lon_deg"]) + lon_min / _MINUTES_PER_DEGREE
@@ -265,21 +307,22 @@ def _location(frame: _Frame, block: re.Match[str], device_time: datetime) -> Non
         lon = -lon
     if lat_min >= _MINUTES_PER_DEGREE or lon_min >= _MINUTES_PER_DEGREE or abs(lat) > _MAX_LAT:
         frame.reject(RejectReason.OUT_OF_RANGE, "coordinates out of range")
-        return
+        return False
     if abs(lon) > _MAX_LON:
         frame.reject(RejectReason.OUT_OF_RANGE, "coordinates out of range")
-        return
+        return False
     if lat == 0 and lon == 0:
-        return  # a "fix" at 0/0 is no fix
+        return False  # a "fix" at 0/0 is no fix
     frame.add(Kind.LOCATION, {"lat": round(lat, 7), "lon": round(lon, 7)}, device_time)
+    return True
 
 
-def _on_keepalive(frame: _Frame, _type: str, body: str) -> None:
+def _on_keepalive(frame: _Frame, frame_type: str, body: str) -> None:
     fields = body.lstrip(",").split(",")
     status = _STATUS_RE.fullmatch(fields[0].strip())
     heartbeat: dict[str, FieldValue] = {}
     if status is None:
-        frame.reject(RejectReason.INVALID_STRUCTURE, "AP03 status block is malformed")
+        frame.reject(RejectReason.MALFORMED_FRAME, f"{frame_type} status block is malformed")
     elif int(status["battery"]) > _MAX_PCT:
         frame.reject(RejectReason.OUT_OF_RANGE, "battery level out of range")
     elif int(status["battery"]) > 0:  # 000 is the watch's "level unknown"
@@ -380,13 +423,28 @@ def _reading(  # noqa: PLR0917 - private helper with a fixed call shape
     return int(value) if value.is_integer() else value
 
 
+def _on_network_list(frame: _Frame, frame_type: str, body: str) -> None:
+    outcome = iw_network.list_fields(body)
+    if isinstance(outcome, str):
+        frame.reject(RejectReason.MALFORMED_FRAME, f"{frame_type} {outcome}")
+    elif not outcome:
+        frame.reject(RejectReason.MISSING_FIELD, f"{frame_type} lists no usable cell tower or access point")
+    else:
+        frame.add(Kind.LOCATION, outcome, None)
+
+
 _HANDLERS = {
     _LOGIN_TYPE: _on_login,
-    "01": _on_position,
-    "10": _on_position,
-    "03": _on_keepalive,
-    "49": _on_heart_rate,
-    "HT": _on_heart_pressure,
-    "HP": _on_health_panel,
-    "50": _on_temperature,
+    "AP01": _on_position,
+    _ALARM_TYPE: _on_position,
+    # TRV firmware: YP03 / YP14 are positions in the AP01 layout, CP01 is the heartbeat.
+    "YP03": _on_position,
+    "YP14": _on_position,
+    "AP03": _on_keepalive,
+    "CP01": _on_keepalive,
+    "AP02": _on_network_list,
+    "AP49": _on_heart_rate,
+    "APHT": _on_heart_pressure,
+    "APHP": _on_health_panel,
+    "AP50": _on_temperature,
 }

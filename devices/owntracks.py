@@ -22,7 +22,8 @@ Identity:
     (accuracy, metres), ``batt`` (battery percent) and metadata that has no canonical
     field (``alt``, ``vel``, ``bs``, ``conn``, ``t`` trigger, ``SSID``, ``inregions``...).
     It yields a ``location`` at ``tst`` and, when ``batt`` is present, a ``battery``
-    reading at the same time. A 0/0 position is a phone without a fix: no location. An
+    reading at the same time. A 0/0 position is a phone without a fix: no location (and, without
+    ``batt`` either, a ``no_events`` rejection rather than silence). An
     unusable ``acc`` (negative, not a number) is dropped rather than rejecting the fix.
 
 ``_type: "lwt"``:
@@ -32,22 +33,32 @@ Identity:
     receive time because every LWT of a phone is byte-identical). Phones drop connections
     all the time: rules must debounce ``offline`` before alerting.
 
-``_type: "encrypted"``:
-    A payload encrypted with the app's shared secret cannot be read here; it is rejected
-    (``invalid_structure``) so that a device configured this way is visible in quarantine
-    instead of silently producing nothing.
+``_type: "transition"``:
+    The phone entered or left one of its regions (published on ``.../event``): ``event``
+    (``enter``/``leave``), ``desc`` (the region's name, e.g. "Home"), ``tst`` (when it
+    happened), ``lat``/``lon``/``acc`` where it happened (optional), ``wtst`` and ``rid`` (the
+    region's creation time and id, which identify a region but mean nothing to an operator).
+    It yields a ``location`` at ``tst`` with ``transition`` (``enter``/``leave``) and ``region``
+    (the name, when it is short printable text) besides the coordinates: the raw material of
+    a later "left home" rule. An ``event`` other than enter/leave is rejected (``wrong_type``).
 
-Other types:
-    ``transition`` (``event`` = ``enter``/``leave`` a region, with ``desc``) would support
-    "left home" alerts but has no canonical kind yet, so it yields no event; ``waypoint(s)``,
-    ``card``, ``cmd``, ``status``, ``configuration``, ``steps`` and the like are app
-    management, not telemetry, and yield no event either.
+``_type: "steps"``:
+    A step-counter report for ``from``..``to`` (epoch seconds), answering the ``reportSteps``
+    command: a ``steps`` reading at ``to`` (``tst`` when ``to`` is missing). The app sends
+    ``-1`` when the phone has no step counter: that is quarantined (``unsupported_frame``).
+
+Everything else is quarantined, so that no message silently produces nothing:
+    ``encrypted`` (a payload encrypted with the app's shared secret cannot be read here: the
+    device is misconfigured for us) and the app-management messages ``waypoint``,
+    ``waypoints``, ``card``, ``cmd``, ``configuration``, ``status``, ``request``, ``beacon``...
+    are rejected as ``unsupported_frame``, naming the type when it is a plain word.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeGuard
@@ -65,6 +76,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_LAT = 90
 _MAX_LON = 180
 _MAX_PERCENT = 100
+_MAX_REGION_LENGTH = 64
+_MAX_STEPS = 10**9  # a day's steps, with room; keeps absurd integers out of storage
+_TYPE_NAME = re.compile(r"[a-z]{1,24}")
+_TRANSITIONS = frozenset({"enter", "leave"})
 
 
 class _FieldError(Exception):
@@ -127,16 +142,25 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     if not isinstance(message_type, str):
         return rejected(RejectReason.WRONG_TYPE, "_type must be a string")
     sink = _Sink(device_id, context, source=payload.decode("utf-8", errors="replace"))
-    match message_type.strip().lower():
+    _dispatch(sink, message_type.strip().lower(), document)
+    return sink.result()
+
+
+def _dispatch(sink: _Sink, message_type: str, document: dict[str, object]) -> None:
+    match message_type:
         case "location":
             _decode_location(sink, document)
         case "lwt":
             sink.add(Kind.OFFLINE, {}, device_time=None, time_required=False)
+        case "transition":
+            _decode_transition(sink, document)
+        case "steps":
+            _decode_steps(sink, document)
         case "encrypted":
-            sink.reject(RejectReason.INVALID_STRUCTURE, "encrypted OwnTracks payloads cannot be decoded")
-        case _:
-            pass
-    return sink.result()
+            sink.reject(RejectReason.UNSUPPORTED_FRAME, "encrypted OwnTracks payloads cannot be decoded")
+        case other:
+            named = other if _TYPE_NAME.fullmatch(other) else "that is not a plain word"
+            sink.reject(RejectReason.UNSUPPORTED_FRAME, f"OwnTracks message type {named} is not supported")
 
 
 def _identity(topic: object) -> str | None:
@@ -168,6 +192,8 @@ def _decode_location(sink: _Sink, document: dict[str, object]) -> None:
                 fields["accuracy_m"] = float(accuracy)
             sink.add(Kind.LOCATION, fields, device_time=fix_time, time_required=True)
     if document.get("batt") is None:
+        if not sink.events and not sink.rejections:
+            sink.reject(RejectReason.NO_EVENTS, "location has no fix (0/0) and no battery level")
         return
     try:
         battery = _number(document, "batt", _MAX_PERCENT, low=0)
@@ -175,6 +201,60 @@ def _decode_location(sink: _Sink, document: dict[str, object]) -> None:
         sink.reject(exc.reason, exc.detail)
     else:
         sink.add(Kind.BATTERY, {"pct": battery}, device_time=fix_time, time_required=True)
+
+
+def _decode_transition(sink: _Sink, document: dict[str, object]) -> None:
+    event = document.get("event")
+    if event is None:
+        sink.reject(RejectReason.MISSING_FIELD, "event is missing")
+        return
+    if not isinstance(event, str) or event.strip().lower() not in _TRANSITIONS:
+        sink.reject(RejectReason.WRONG_TYPE, "event must be enter or leave")
+        return
+    try:
+        when = _epoch_seconds(document.get("tst"))
+    except _FieldError as exc:
+        sink.reject(exc.reason, exc.detail)
+        return
+    fields: dict[str, FieldValue] = {"transition": event.strip().lower()}
+    region = document.get("desc")
+    if isinstance(region, str) and 0 < len(region) <= _MAX_REGION_LENGTH and region.isprintable():
+        fields["region"] = region
+    try:
+        lat = _number(document, "lat", _MAX_LAT)
+        lon = _number(document, "lon", _MAX_LON)
+    except _FieldError:
+        pass  # where it happened is optional: the transition itself is the news
+    else:
+        if lat != 0 or lon != 0:
+            fields |= {"lat": lat, "lon": lon}
+            accuracy = document.get("acc")
+            if _is_number(accuracy) and accuracy >= 0:
+                fields["accuracy_m"] = float(accuracy)
+    sink.add(Kind.LOCATION, fields, device_time=when, time_required=True)
+
+
+def _decode_steps(sink: _Sink, document: dict[str, object]) -> None:
+    count = document.get("steps")
+    if count == -1:
+        sink.reject(RejectReason.UNSUPPORTED_FRAME, "the phone has no step counter")
+        return
+    if count is None:
+        sink.reject(RejectReason.MISSING_FIELD, "steps is missing")
+        return
+    if isinstance(count, bool) or not isinstance(count, int):
+        sink.reject(RejectReason.WRONG_TYPE, "steps must be a whole number")
+        return
+    if not 0 <= count <= _MAX_STEPS:
+        sink.reject(RejectReason.OUT_OF_RANGE, "steps is out of range")
+        return
+    key = "to" if document.get("to") is not None else "tst"
+    try:
+        until = _epoch_seconds(document.get(key), key)
+    except _FieldError as exc:
+        sink.reject(exc.reason, exc.detail)
+        return
+    sink.add(Kind.STEPS, {"count": count}, device_time=until, time_required=True)
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -199,12 +279,12 @@ def _number(document: dict[str, object], key: str, high: float, *, low: float | 
     return float(value)
 
 
-def _epoch_seconds(value: object) -> datetime:
+def _epoch_seconds(value: object, key: str = "tst") -> datetime:
     if value is None:
-        raise _FieldError(RejectReason.MISSING_FIELD, "tst is missing")
+        raise _FieldError(RejectReason.MISSING_FIELD, f"{key} is missing")
     if not _is_number(value):
-        raise _FieldError(RejectReason.BAD_TIMESTAMP, "tst must be epoch seconds")
+        raise _FieldError(RejectReason.BAD_TIMESTAMP, f"{key} must be epoch seconds")
     try:
         return _EPOCH + timedelta(seconds=value)
     except OverflowError:
-        raise _FieldError(RejectReason.BAD_TIMESTAMP, "tst is out of range") from None
+        raise _FieldError(RejectReason.BAD_TIMESTAMP, f"{key} is out of range") from None

@@ -29,25 +29,36 @@ Fields:
     ``pri`` priority. None of the last three affects the event.
 
 Message types:
-    ``PI`` heartbeat (its status code is ignored); ``ME`` alarm message, also assumed when
-    ``mty`` is missing or unknown (flagged ``unknown_message_type``: an alarm must not be
-    dropped for a type we do not know); ``RE`` reset / withdrawn alarm -> ``cancel``;
-    ``IN`` information -> no event.
+    ``PI`` heartbeat (its status code is ignored); ``RE`` reset / withdrawn alarm -> ``cancel``;
+    ``ME`` alarm message, also assumed when ``mty`` is missing (the reference material says
+    so) or unknown (then flagged ``unknown_message_type``: an alarm must not be dropped for a
+    type we do not know); ``IN`` information: its status code is mapped like an alarm's, but
+    a code we do not know is quarantined (``unsupported_frame``), not raised as an alarm.
 
-Alarm mapping (``ME``):
+Status codes, by class:
     Codes are written with 2, 3 or 4 digits by different vendors (``10``, ``010``,
-    ``0010``), so they are compared as numbers. The table comes from a third-party
-    receiver, not from the paywalled standard:
+    ``0010``), so they are compared as numbers. The standard is paywalled and no public
+    receiver we could find lists its table, so the table below holds only codes named by a
+    source we can cite (a third-party receiver implementation, the reference notes of
+    ``shared/reference/device-formats.md`` section 7, and the field reports of issue 11):
 
-    * ``stc`` 19 (cancel, per a receiver implementation), 92 and 93 (reset) -> ``cancel``;
-    * ``stc`` 70 (normal) -> no event;
-    * ``stc`` 10 (manual alarm: a person pressed a trigger) -> ``panic``, whatever the
-      device type (a fall detector's own button is a press, not a detected fall);
-    * otherwise by device type: 5 (fall detector) -> ``fall`` (stage ``alarm``); 3
-      (personal trigger), 4 (fixed trigger) and 7 (panic button) -> ``panic``;
-    * anything else (e.g. telealarm ``0067`` from the home unit, type 2) -> ``alarm``
-      labelled ``stc <code as written>`` (or ``stc missing``): life safety, an alarm is
-      never dropped for being unmapped.
+    * alarm: ``10`` manual alarm (a person pressed a trigger) -> ``panic``, whatever the device
+      type (a fall detector's own button is a press, not a detected fall);
+    * technical: ``16`` low battery -> ``device_fault`` (``fault: low_battery``): maintenance
+      work, never a panic nor an alarm;
+    * care: ``88`` presence (a carer arrived after an alarm), ``110`` assistance, ``111``
+      intervention complete -> ``care`` (``activity`` says which): part of handling an
+      incident, never an alarm;
+    * reset: ``19`` (cancel, per a receiver implementation), ``92`` and ``93`` -> ``cancel``;
+    * normal: ``70`` -> ``heartbeat`` (the unit reports that all is well: a sign of life).
+
+    A code of no known class in an alarm message is an alarm: by device type, 5 (fall
+    detector) -> ``fall`` (stage ``alarm``); 3 (personal trigger), 4 (fixed trigger) and 7
+    (panic button) -> ``panic``; anything else (e.g. telealarm ``0067`` from the home unit,
+    type 2) -> ``alarm`` labelled ``stc <code as written>`` (or ``stc missing``). Safety
+    first: a technical code missing from the table therefore raises an alarm an operator
+    can dismiss, rather than a panic being lost as a "fault". ``device_fault`` and ``care``
+    carry the code as written in ``code`` (``stc 0016``) so that operators see what the unit said.
 
 Time:
     SCAIP carries no time: every event is filed under the receive time, and its key is a
@@ -76,9 +87,20 @@ _CODE_RE = re.compile(r"[0-9]{1,9}")
 _MAX_ID_LENGTH = 64
 _MAX_LABEL_LENGTH = 64
 
-_CANCEL_CODES = frozenset({19, 92, 93})
-_NORMAL_CODE = 70
-_MANUAL_ALARM_CODE = 10
+#: Status codes whose class is known -> the event they are (see the module docstring).
+_STATUS_TABLE: dict[int, tuple[Kind, dict[str, FieldValue]]] = {
+    10: (Kind.PANIC, {}),  # manual alarm
+    16: (Kind.DEVICE_FAULT, {"fault": "low_battery"}),
+    19: (Kind.CANCEL, {}),
+    70: (Kind.HEARTBEAT, {}),  # normal
+    88: (Kind.CARE, {"activity": "presence"}),
+    92: (Kind.CANCEL, {}),
+    93: (Kind.CANCEL, {}),
+    110: (Kind.CARE, {"activity": "assistance"}),
+    111: (Kind.CARE, {"activity": "intervention_complete"}),
+}
+#: Kinds whose events carry the status code as written, for the operator.
+_CODED_KINDS = frozenset({Kind.DEVICE_FAULT, Kind.CARE})
 _FALL_DETECTOR = 5
 _PANIC_DEVICE_TYPES = frozenset({3, 4, 7})
 
@@ -112,8 +134,8 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     if not device_id:
         return rejected(RejectReason.MISSING_FIELD, "no device identity")
     outcome = _meaning(tags)
-    if outcome is None:
-        return Decoded([], [])
+    if isinstance(outcome, Rejection):
+        return Decoded([], [outcome])
     kind, fields, flags = outcome
     ref = tags.get("ref", "")
     msg_id = ref if 0 < len(ref) <= _MAX_ID_LENGTH else None
@@ -145,9 +167,11 @@ def _parse(text: str) -> dict[str, str] | Rejection:
     try:
         root = ET.fromstring(text)  # noqa: S314 - declarations were refused above
     except ET.ParseError:
-        return Rejection(RejectReason.INVALID_STRUCTURE, "SCAIP payload is not well-formed XML")
+        # Most often a body cut short by the gateway: the frame, not the message, is broken.
+        return Rejection(RejectReason.MALFORMED_FRAME, "SCAIP payload is not well-formed XML")
     if _local_name(root.tag) != "mrq":
-        return Rejection(RejectReason.INVALID_STRUCTURE, "SCAIP root element must be <mrq>")
+        # Well-formed, but not a request: a response (<mrs>) echoed back, or another document.
+        return Rejection(RejectReason.UNSUPPORTED_FRAME, "SCAIP root element must be <mrq>")
     tags: dict[str, str] = {}
     for child in root:
         tags.setdefault(_local_name(child.tag), "".join(child.itertext()).strip())
@@ -177,38 +201,44 @@ def _code(text: str | None) -> int | None:
     return int(text)
 
 
-def _meaning(tags: dict[str, str]) -> _Meaning | None:
-    """Map a request's message type to an event, or None."""
+def _meaning(tags: dict[str, str]) -> _Meaning | Rejection:
+    """Map a request's message type, then its status code's class, to an event."""
     message_type = tags.get("mty", "").upper()
     if message_type == "PI":
         return Kind.HEARTBEAT, {}, frozenset()
     if message_type == "RE":
         return Kind.CANCEL, {}, frozenset()
+    raw_status = tags.get("stc")
+    known = _by_class(raw_status)
+    if known is not None:
+        return known[0], known[1], frozenset()
     if message_type == "IN":
-        return None
+        what = f"stc {raw_status}" if _code(raw_status) is not None else "no usable stc"
+        return Rejection(
+            RejectReason.UNSUPPORTED_FRAME, f"SCAIP IN message with an unknown status code ({what})"
+        )
     flags = frozenset() if message_type in {"", "ME"} else frozenset({"unknown_message_type"})
-    alarm = _alarm_meaning(tags.get("stc"), _code(tags.get("dty")))
-    if alarm is None:
-        return None
-    kind, fields = alarm
+    kind, fields = _alarm_meaning(raw_status, _code(tags.get("dty")))
     return kind, fields, flags
 
 
-def _alarm_meaning(
-    raw_status: str | None, device_type: int | None
-) -> tuple[Kind, dict[str, FieldValue]] | None:
-    """Map an alarm message's status code, then its device type, to an event, or None."""
+def _by_class(raw_status: str | None) -> _Alarm | None:
+    """The event of a status code whose class we know, or None for an unknown (or no) code."""
     status = _code(raw_status)
-    meaning: _Alarm | None
-    if status in _CANCEL_CODES:
-        meaning = Kind.CANCEL, {}
-    elif status == _NORMAL_CODE:
-        meaning = None
-    elif status == _MANUAL_ALARM_CODE or device_type in _PANIC_DEVICE_TYPES:
-        meaning = Kind.PANIC, {}
-    elif device_type == _FALL_DETECTOR:
-        meaning = Kind.FALL, {"stage": "alarm"}
-    else:
-        label = f"stc {raw_status}" if raw_status else "stc missing"
-        meaning = Kind.ALARM, {"label": label[:_MAX_LABEL_LENGTH]}
-    return meaning
+    known = _STATUS_TABLE.get(status) if status is not None else None
+    if known is None:
+        return None
+    kind, fields = known
+    if kind in _CODED_KINDS:
+        return kind, {**fields, "code": f"stc {raw_status}"}
+    return kind, dict(fields)
+
+
+def _alarm_meaning(raw_status: str | None, device_type: int | None) -> _Alarm:
+    """An alarm message whose status code has no known class: by device type, else a labelled alarm."""
+    if device_type in _PANIC_DEVICE_TYPES:
+        return Kind.PANIC, {}
+    if device_type == _FALL_DETECTOR:
+        return Kind.FALL, {"stage": "alarm"}
+    label = f"stc {raw_status}" if raw_status else "stc missing"
+    return Kind.ALARM, {"label": label[:_MAX_LABEL_LENGTH]}

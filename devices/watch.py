@@ -42,11 +42,16 @@ Content ``TYPE[,field,...]``; the type is matched case-insensitively.
       impossible date means "no time": an alarm is then filed under the receive time and
       flagged, readings are rejected. Coordinates may be signed *and* carry a hemisphere
       letter, or an empty one: only ``S``/``W`` make a value negative, an existing sign is
-      kept. ``V`` means no GPS fix (the coordinates are zero or stale) and the canonical
-      location has no validity field, so a location is emitted only for ``A`` (and never for
-      0/0). The trailing accuracy is not used: its position depends on cell and WiFi lists
-      whose layout varies by firmware (with zero cells some omit the timing advance, MCC and
-      MNC) and whose SSIDs may hold commas, so it cannot be located reliably. Every position
+      kept. ``V`` means no GPS fix (the coordinates are zero or stale): the coordinates are
+      kept as the last known position marked ``gps_valid: false`` (never 0/0), and the cell
+      towers and WiFi access points the frame lists are added as ``position_source: network``
+      with ``cells`` and ``wifi`` (see :mod:`devices.watch_network`): indoors they are all
+      responders can go by. A frame without a fix, coordinates or networks yields no location
+      (see below for one with nothing at all);
+      its alarms never depend on any of it. The trailing accuracy is not used: its position
+      depends on cell and WiFi lists whose layout varies by firmware (with zero cells some omit
+      the timing advance, MCC and MNC) and whose SSIDs may hold commas, so it cannot be located
+      reliably. Every position
       frame also yields its battery level and, when positive, its step count.
     * The status word (8 hex digits, or 4 on some firmware: then only state bits exist) is a
       set of flags, all of them decoded (an SOS and a fall in one frame are two events). The
@@ -68,10 +73,15 @@ Content ``TYPE[,field,...]``; the type is matched case-insensitively.
       (blood pressure and heart rate); ``BLOOD,SYS,DIA``; ``oxygen,type,SpO2``;
       ``btemp2,mode,temp`` (mode is forehead/wrist, not validity; a temperature of exactly 0 or
       1 flags a measuring error); ``TEMP,t``.
-    * Everything else (``TKQ``/``TKQ2`` voice requests, ``CONFIG``, ``img``, ``TK``, ``JXTK``,
-      ``rcapture``, ``INIT``, unknown types) yields no event and no rejection.
+    * Frames that are known not to be telemetry (``TKQ``/``TKQ2`` voice requests, ``CONFIG``,
+      ``img``, ``TK``, ``JXTK``, ``rcapture``, ``INIT``) yield no event and no rejection: voice
+      and images must not be copied into the quarantine. A type this codec does not know is
+      quarantined (``unsupported_frame``, naming the type when it is a plain word).
 
-Rejections name the frame by its ordinal and a category of ours, never payload bytes or values.
+A telemetry frame that yields nothing (a health frame whose value is 0, "no valid reading"; a
+position frame without fix, networks, battery or steps) is rejected as ``no_events`` rather than
+being silent. Rejections name the frame by its ordinal and a category of ours, never payload
+bytes or values.
 """
 
 from __future__ import annotations
@@ -82,10 +92,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeAlias
 
+from devices import watch_network
 from devices.canonical import Decoded, Rejection
 from devices.codec import EventSink, guarded
 from devices.errors import RejectReason
 from devices.events import Event, FieldValue, Kind
+from devices.watch_framing import Broken, Frame
+from devices.watch_framing import split as _split
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,20 +107,15 @@ if TYPE_CHECKING:
 
 __all__ = ["decode"]
 
-#: ``[`` maker ``*`` id ``*`` [4-hex index ``*``] hex length ``*``.
-_HEADER: Final = re.compile(
-    rb"\[([0-9A-Z]{2})\*([0-9A-Za-z_-]{0,64})\*(?:([0-9A-Fa-f]{4})\*)?([0-9A-Fa-f]{1,8})\*"
-)
-_WHITESPACE: Final = frozenset(b" \t\r\n\x00")
-_OPEN: Final = ord("[")
-_CLOSE: Final = ord("]")
-_ESCAPE: Final = ord("}")
-_ESCAPED: Final = frozenset(range(0x01, 0x06))
 
 _NUMBER: Final = re.compile(rb"[+-]?(?:\d{1,20}(?:\.\d{0,20})?|\.\d{1,20})")
 _INTEGER: Final = re.compile(rb"[+-]?\d{1,18}")
 _STATUS: Final = re.compile(rb"[0-9A-Fa-f]{1,8}")
 _DIGITS6: Final = re.compile(rb"\d{6}")
+#: A type named in a rejection: a plain word, never digits that could be a value.
+_TYPE_NAME: Final = re.compile(r"[A-Z][A-Z_]{0,15}")
+#: Types known not to be telemetry (voice, images, configuration): no event, no quarantine.
+_NOT_TELEMETRY: Final = frozenset({"TKQ", "TKQ2", "TK", "JXTK", "CONFIG", "IMG", "RCAPTURE", "INIT"})
 
 #: Indexes of the position layout (after the type).
 _DATE, _TIME, _VALIDITY, _LAT, _LAT_HEMI, _LON, _LON_HEMI = 0, 1, 2, 3, 4, 5, 6
@@ -139,23 +147,6 @@ class _FieldError(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class _Frame:
-    """One well-delimited frame."""
-
-    raw: bytes
-    device_id: str
-    content: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class _Broken:
-    """Bytes that are not a frame: the reason and where they start."""
-
-    reason: RejectReason
-    detail: str
-
-
 def decode(payload: bytes, context: DecodeContext) -> Decoded:
     """Decode one payload of 3G* watch frames into canonical events.
 
@@ -183,7 +174,7 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     if not items:
         return Decoded([], [Rejection(RejectReason.NO_EVENTS, "no watch frame in payload")])
     for ordinal, item in enumerate(items, start=1):
-        if isinstance(item, _Broken):
+        if isinstance(item, Broken):
             rejections.append(Rejection(item.reason, f"frame {ordinal}: {item.detail}"))
             continue
         occurrence = seen.get(item.raw, 0)
@@ -205,91 +196,6 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     return Decoded(events, rejections)
 
 
-# --- framing -------------------------------------------------------------------------------------
-
-
-def _split(payload: bytes) -> list[_Frame | _Broken]:
-    """Cut a payload into frames and the broken parts between them."""
-    items: list[_Frame | _Broken] = []
-    size = len(payload)
-    position = _skip_whitespace(payload, 0)
-    while position < size:
-        if payload[position] != _OPEN:
-            resume = _next_header(payload, position)
-            items.append(_Broken(RejectReason.INVALID_STRUCTURE, "bytes outside a frame"))
-            position = _skip_whitespace(payload, resume)
-            continue
-        header = _HEADER.match(payload, position)
-        if header is None:
-            resume = _next_header(payload, position + 1)
-            items.append(_Broken(RejectReason.INVALID_STRUCTURE, "frame header is not [MM*ID*LEN*"))
-            position = _skip_whitespace(payload, resume)
-            continue
-        end = _frame_end(payload, header.end())
-        if end is None:
-            resume = _next_header(payload, header.end())
-            items.append(_Broken(RejectReason.INVALID_STRUCTURE, "unterminated frame"))
-            position = _skip_whitespace(payload, resume)
-            continue
-        device_id = header.group(2).decode("ascii")
-        items.append(_Frame(payload[position : end + 1], device_id, payload[header.end() : end]))
-        position = _skip_whitespace(payload, end + 1)
-    return items
-
-
-def _skip_whitespace(payload: bytes, position: int) -> int:
-    size = len(payload)
-    while position < size and payload[position] in _WHITESPACE:
-        position += 1
-    return position
-
-
-def _next_header(payload: bytes, position: int) -> int:
-    """Where the next frame header starts, or the end of the payload."""
-    found = _HEADER.search(payload, position)
-    return len(payload) if found is None else found.start()
-
-
-def _is_boundary(payload: bytes, position: int) -> bool:
-    """Tell whether a frame may end just before ``position``: end of payload or next header."""
-    position = _skip_whitespace(payload, position)
-    return position >= len(payload) or _HEADER.match(payload, position) is not None
-
-
-def _frame_end(payload: bytes, start: int) -> int | None:
-    """Index of the ``]`` that closes the frame whose content starts at ``start``.
-
-    Prefers the bracket that balances the depth when it is followed by the end of the payload
-    or the next header; else the first closing bracket that is so followed (an SSID with a lone
-    bracket); else the depth-balanced one (trailing garbage is then rejected on its own).
-    """
-    size = len(payload)
-    depth = 1
-    first_boundary: int | None = None
-    balanced: int | None = None
-    index = start
-    while index < size:
-        byte = payload[index]
-        if byte == _ESCAPE and index + 1 < size and payload[index + 1] in _ESCAPED:
-            index += 2
-            continue
-        if byte == _OPEN:
-            if _HEADER.match(payload, index) is not None:
-                break  # the next frame starts: this one was cut short unless an end was seen
-            depth += 1
-        elif byte == _CLOSE:
-            depth -= 1
-            if _is_boundary(payload, index + 1):
-                if depth == 0:
-                    return index
-                if first_boundary is None:
-                    first_boundary = index
-            if depth == 0 and balanced is None:
-                balanced = index
-        index += 1
-    return first_boundary if first_boundary is not None else balanced
-
-
 # --- one frame -----------------------------------------------------------------------------------
 
 
@@ -302,7 +208,7 @@ class _FrameDecoder(EventSink):
     frame's bytes and their occurrence in the payload, never by the receive time.
     """
 
-    frame: _Frame = field(kw_only=True)
+    frame: Frame = field(kw_only=True)
     ordinal: int = field(kw_only=True)
     occurrence: int = field(kw_only=True)
     stamp_receive_time: bool = field(default=False, kw_only=True)
@@ -312,19 +218,25 @@ class _FrameDecoder(EventSink):
         """Decode the frame."""
         content = self.frame.content
         if not content:
-            self.reject(RejectReason.INVALID_STRUCTURE, "empty frame content")
+            self.reject(RejectReason.MALFORMED_FRAME, "empty frame content")
             return
         raw_type, *values = content.split(b",")
         type_name = raw_type.strip().decode("ascii", errors="replace").upper()
         handler = _handler(type_name)
         if handler is None:
-            return  # voice, images, configuration and unknown types are not telemetry
+            if type_name not in _NOT_TELEMETRY:
+                named = type_name if _TYPE_NAME.fullmatch(type_name) else "that is not a plain word"
+                self.reject(RejectReason.UNSUPPORTED_FRAME, f"watch frame type {named} is not supported")
+            return
         category = handler.__name__.removeprefix("_").replace("_", " ")
         self.prefix = f"frame {self.ordinal} ({category}): "
         if not self.frame.device_id and self.context.device_id is None:
             self.reject(RejectReason.MISSING_FIELD, "no device identity")
             return
         handler(self, values, type_name)
+        if not self.events and not self.rejections:
+            # A 0 or empty reading is the watch's "no valid reading": said, not silent.
+            self.reject(RejectReason.NO_EVENTS, "frame holds no valid reading")
 
     def add(
         self,
@@ -418,12 +330,16 @@ def _location(
     """A position; with ``V`` (no fix) it is the last known one, marked ``gps_valid: false``."""
     lat = frame.attempt("latitude", lambda: _coordinate(values[_LAT], values[_LAT_HEMI], 90.0))
     lon = frame.attempt("longitude", lambda: _coordinate(values[_LON], values[_LON_HEMI], 180.0))
-    if lat is None or lon is None or (lat == 0 and lon == 0):
-        return  # a rejection was recorded for a bad value; 0/0 is not a fix
-    fields: dict[str, FieldValue] = {"lat": lat, "lon": lon}
-    if not gps_valid:
-        fields["gps_valid"] = False
-    frame.add(Kind.LOCATION, fields, device_time)
+    # Without a fix, the towers and access points the watch heard are what responders can go by.
+    network = {} if gps_valid else watch_network.position_fields(values)
+    fields: dict[str, FieldValue] = {}
+    if lat is not None and lon is not None and (lat != 0 or lon != 0):  # 0/0 is not a fix
+        fields = {"lat": lat, "lon": lon}
+        if not gps_valid:
+            fields["gps_valid"] = False
+    fields |= network
+    if fields:
+        frame.add(Kind.LOCATION, fields, device_time)
 
 
 def _frame_time(date: bytes, time: bytes) -> datetime | None:

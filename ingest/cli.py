@@ -379,6 +379,14 @@ def _alert_line(alert: alerts.Alert, now: datetime) -> str:
     )
 
 
+#: ``carewatch decode``'s exit status for a payload that is valid but yields no event.
+_EXIT_NO_EVENTS = 3
+_NO_EVENTS_WHY = (
+    "the payload is well-formed but holds nothing Carewatch records "
+    "(e.g. a voice, image or configuration frame, or a button's reset)"
+)
+
+
 def _decode(args: argparse.Namespace) -> int:
     try:
         received_at = parse_ts(_number_or_text(args.received_at)) if args.received_at else datetime.now(UTC)
@@ -392,6 +400,10 @@ def _decode(args: argparse.Namespace) -> int:
         print(json.dumps(event_json(event, received_at), sort_keys=False))
     for rejection in decoded.rejections:
         print(f"carewatch: {rejection.reason}: {rejection.detail}", file=sys.stderr)
+    if not decoded.events and not decoded.rejections:
+        # Silence would look like success to a script: say why nothing came out.
+        print(f"carewatch: no events: {_NO_EVENTS_WHY}", file=sys.stderr)
+        return _EXIT_NO_EVENTS
     return 2 if decoded.rejections and not decoded.events else 0
 
 

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RANK = {None: 0, Severity.WARNING: 1, Severity.MAJOR: 2, Severity.CRITICAL: 3}
-#: Events that mean the elder (not just the device) did something.
-_PASSIVE_KINDS = frozenset({Kind.HEARTBEAT, Kind.BATTERY})
+#: Events that do not mean the elder did something (the device or a carer reported).
+_PASSIVE_KINDS = frozenset({Kind.HEARTBEAT, Kind.BATTERY, Kind.DEVICE_FAULT, Kind.CARE})
 
 
 _ONE_MS = timedelta(milliseconds=1)

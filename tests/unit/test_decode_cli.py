@@ -52,12 +52,18 @@ def test_every_fixture_decodes_through_the_command_to_its_documented_kind_and_de
         received = datetime.fromisoformat(expect["time"]) + timedelta(seconds=5)
         args += ["--received-at", received.astimezone(UTC).isoformat()]
     result = decode(fmt, case["raw"].encode(), *args)
-    assert result.returncode in (0, 2), result.stderr
+    assert result.returncode in (0, 2, 3), result.stderr
     events = [json.loads(line) for line in result.stdout.decode().splitlines()]
     kind = expect["kind"]
     canonical_kind = {"removed": "worn", "temperature": "body_temp"}.get(kind, kind)
-    if kind in {"none", "multiple"} or case.get("uncertain"):
-        assert result.returncode == 0 or kind == "none"
+    if kind == "none":  # no event, at most a liveness update; and never silence with exit 0
+        assert not {e["kind"] for e in events} & {"panic", "fall", "alarm"}
+        if not events:
+            assert result.returncode in (2, 3)
+            assert result.stderr
+        return
+    if kind == "multiple" or case.get("uncertain"):
+        assert result.returncode == 0
         return
     chosen = [e for e in events if e["kind"] == canonical_kind]
     assert chosen, (kind, events, result.stderr)
@@ -83,6 +89,28 @@ def test_payload_without_events_prints_nothing_and_exits_0():
     )
     assert result.returncode == 0
     assert [json.loads(line)["kind"] for line in result.stdout.decode().splitlines()] == ["battery"]
+
+
+def test_payload_that_yields_nothing_says_why_and_exits_3():
+    result = decode("watch", b"[3G*8800000015*0003*TKQ]")
+    assert result.returncode == 3
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"carewatch: no events: ")
+
+
+def test_frame_type_not_understood_is_reported_as_unsupported_and_exits_2():
+    result = decode("iw", b"TRVAP12,080835,+491773329827#", "--device-id", "353456789012345")
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert result.stderr == b"carewatch: unsupported_frame: IW frame type TRVAP12 is not supported\n"
+    assert b"491773329827" not in result.stderr
+
+
+def test_trv_heartbeat_decodes_through_the_command():
+    result = decode("iw", b"TRVCP01,07800010010000602001206001120124#", "--device-id", "353456789012345")
+    assert result.returncode == 0
+    (event,) = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert (event["kind"], event["battery_pct"]) == ("heartbeat", 100)
 
 
 def test_frames_without_a_time_are_stamped_with_the_received_time():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices import DecodeContext, Decoded, Event, Kind, RejectReason, TimeSource, iw
+from devices import DecodeContext, Decoded, Event, Kind, Rejection, RejectReason, TimeSource, iw
 from tests.unit.devices.helpers import (
     HYPOTHESIS,
     VALUE_FIELD,
@@ -138,7 +138,11 @@ def test_frames_without_identity_are_rejected(raw):
 
 
 def test_frames_that_carry_no_event_need_no_identity():
-    assert decode("IWAP02,zh_cn,0,1,460,0,9520|3671|13,0,#", device_id=None) == Decoded([], [])
+    decoded = decode("IWBP49#", device_id=None)
+    assert decoded.events == []
+    assert [(r.reason, r.detail) for r in decoded.rejections] == [
+        (RejectReason.UNSUPPORTED_FRAME, "IWBP49 is a server reply, not telemetry")
+    ]
 
 
 # --- AP01 / AP10 positions ---------------------------------------------------------------------
@@ -157,8 +161,22 @@ def test_ap01_position_yields_location_and_battery():
     assert battery.observed_at == BLOCK_TIME
 
 
-def test_ap01_without_fix_yields_no_location():
-    decoded = decode(f"IWAP01{BLOCK.replace('A', 'V', 1)}{CELLS}")
+def test_ap01_without_fix_keeps_its_network_position():
+    decoded = decode(
+        f"IWAP01{BLOCK.replace('A', 'V', 1)}{CELLS},Home|74-DE-2B-44-88-8C|97&Work|0C-4C-39-1A-7C-65|69"
+    )
+    assert decoded.rejections == []
+    assert kinds(decoded) == [Kind.LOCATION, Kind.BATTERY]
+    assert decoded.events[0].fields == {
+        "position_source": "network",
+        "cells": "460,0,9520,3671,",
+        "wifi": "74:de:2b:44:88:8c,97;0c:4c:39:1a:7c:65,69",
+    }
+    assert decoded.events[0].observed_at == BLOCK_TIME
+
+
+def test_ap01_without_fix_or_network_yields_no_location():
+    decoded = decode(f"IWAP01{BLOCK.replace('A', 'V', 1)},0,0,0,0")
     assert kinds(decoded) == [Kind.BATTERY]
 
 
@@ -175,13 +193,17 @@ def test_hemispheres_sign_the_coordinates(north, east, lat_sign, lon_sign):
 
 def test_fix_at_zero_zero_is_no_location():
     block = "250601A0000.0000N00000.0000E000.0115930000.0006000908000502"
-    assert kinds(decode(f"IWAP01{block}{CELLS}")) == [Kind.BATTERY]
+    decoded = decode(f"IWAP01{block}{CELLS}")
+    assert kinds(decoded) == [Kind.LOCATION, Kind.BATTERY]
+    assert "lat" not in decoded.events[0].fields
+    assert decoded.events[0].fields["position_source"] == "network"
 
 
 def test_minutes_over_sixty_are_out_of_range():
     block = BLOCK.replace("2232.9806", "2272.9806")
     decoded = decode(f"IWAP01{block}{CELLS}")
-    assert kinds(decoded) == [Kind.BATTERY]
+    assert kinds(decoded) == [Kind.LOCATION, Kind.BATTERY]
+    assert decoded.events[0].fields["position_source"] == "network"
     assert reasons(decoded) == [RejectReason.OUT_OF_RANGE]
 
 
@@ -206,10 +228,10 @@ def test_unset_clock_rejects_readings():
     assert RejectReason.BAD_TIMESTAMP in reasons(decoded)
 
 
-def test_malformed_block_is_invalid_structure():
+def test_malformed_block_is_a_malformed_frame():
     decoded = decode("IWAP01250601A2232.98N11404.9355E" + CELLS)
     assert decoded.events == []
-    assert reasons(decoded) == [RejectReason.INVALID_STRUCTURE]
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
 
 
 def test_trv_prefix_uses_the_same_layout():
@@ -249,6 +271,13 @@ def test_ap10_code_01_is_panic_with_position(code):
     assert panic.time_source is TimeSource.DEVICE
 
 
+def test_ap10_lone_zero_may_be_a_cut_sos_and_still_alarms():
+    decoded = decode(f"IWAP10{BLOCK}{CELLS},0")
+    assert kinds(decoded)[0] is Kind.ALARM
+    assert decoded.events[0].fields == {"label": "iw unknown"}
+    assert reasons(decoded) == [RejectReason.MISSING_FIELD]
+
+
 @pytest.mark.parametrize("code", ["05", "06"])
 def test_ap10_codes_05_and_06_are_falls(code):
     fall = of_kind(decode(ap10(code)), Kind.FALL)
@@ -264,10 +293,13 @@ def test_other_ap10_codes_are_labelled_alarms(code):
     assert not any(event.kind in {Kind.PANIC, Kind.FALL} for event in decoded.events)
 
 
-def test_ap10_without_fix_still_alarms_at_device_time():
+def test_ap10_without_fix_still_alarms_at_device_time_with_its_network_position():
     decoded = decode(ap10("01", BLOCK.replace("A", "V", 1)))
-    assert kinds(decoded) == [Kind.PANIC, Kind.BATTERY]
+    assert kinds(decoded) == [Kind.PANIC, Kind.LOCATION, Kind.BATTERY]
     assert decoded.events[0].observed_at == BLOCK_TIME
+    network = decoded.events[1].fields
+    assert (network["position_source"], network["cells"]) == ("network", "460,0,9520,3671,")
+    assert "lat" not in network
 
 
 def test_ap10_with_unreadable_code_still_raises_an_alarm():
@@ -284,7 +316,7 @@ def test_ap10_with_damaged_block_keeps_the_alarm_under_receive_time():
     assert panic.observed_at == RECEIVED_AT
     assert panic.time_source is TimeSource.RECEIVED
     assert "bad_timestamp" in panic.flags
-    assert reasons(decoded) == [RejectReason.INVALID_STRUCTURE]
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
 
 
 def test_ap10_with_impossible_date_keeps_the_alarm_flagged():
@@ -317,8 +349,8 @@ def test_ap49_heart_rate():
 
 
 @pytest.mark.parametrize("raw", ["IWAP49,0", "IWAP49,", "IWAP49"])
-def test_ap49_without_a_reading_yields_nothing(raw):
-    assert decode(raw) == Decoded([], [])
+def test_ap49_without_a_reading_is_said_not_silent(raw):
+    assert decode(raw) == Decoded([], [Rejection(RejectReason.NO_EVENTS, "AP49 holds no valid reading")])
 
 
 @pytest.mark.parametrize(
@@ -407,7 +439,7 @@ def test_ap03_with_broken_block_is_still_a_heartbeat():
     decoded = decode("IWAP03,06x,12,0")
     assert kinds(decoded) == [Kind.HEARTBEAT, Kind.STEPS]
     assert decoded.events[0].fields == {}
-    assert reasons(decoded) == [RejectReason.INVALID_STRUCTURE]
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
 
 
 def test_ap03_with_non_numeric_steps():
@@ -417,17 +449,21 @@ def test_ap03_with_non_numeric_steps():
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "detail"),
     [
-        "IWAP02,zh_cn,0,1,460,0,9520|3671|13,0,",
-        "IWAP12,080835,+491773329827,+491773329826",
-        "IWAPXL,080835",
-        "IWAP07,20250601,1,1,1,AMR",
-        "IWBP00,20250601120000,0#",
-        "IWBP49#",
+        ("IWAP12,080835,+491773329827,+491773329826", "IW frame type IWAP12 is not supported"),
+        ("IWAPXL,080835", "IW frame type IWAPXL is not supported"),
+        ("TRVYP99,1#", "IW frame type TRVYP99 is not supported"),
+        ("IWBP00,20250601120000,0#", "IWBP00 is a server reply, not telemetry"),
+        ("TRVZP14#", "TRVZP14 is a server reply, not telemetry"),
     ],
 )
-def test_frames_without_events_yield_nothing(raw):
+def test_frames_not_understood_are_quarantined_naming_only_their_type(raw, detail):
+    assert decode(raw) == Decoded([], [Rejection(RejectReason.UNSUPPORTED_FRAME, detail)])
+
+
+@pytest.mark.parametrize("raw", ["IWAP07,20250601,1,1,1,AMR", "TRVAP07,20250601,1,1,1,AMR#"])
+def test_voice_is_not_telemetry_and_is_not_quarantined(raw):
     assert decode(raw) == Decoded([], [])
 
 
@@ -469,18 +505,18 @@ def test_empty_payload_is_invalid(raw):
 
 
 @pytest.mark.parametrize("raw", ["hello", "[3G*1234567890*0002*LK]", "IW", "IWAP"])
-def test_non_iw_text_is_invalid(raw):
+def test_non_iw_text_is_a_malformed_frame(raw):
     decoded = decode(raw)
     assert decoded.events == []
-    assert reasons(decoded) == [RejectReason.INVALID_STRUCTURE]
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
 
 
 def test_a_frame_split_across_two_reads_is_rejected_not_misread():
     whole = ap10("00")
     first, second = decode(whole[:20]), decode(whole[20:])
     assert not any(event.kind is Kind.LOCATION for event in first.events + second.events)
-    assert RejectReason.INVALID_STRUCTURE in reasons(first)
-    assert reasons(second) == [RejectReason.INVALID_STRUCTURE]
+    assert RejectReason.MALFORMED_FRAME in reasons(first)
+    assert reasons(second) == [RejectReason.MALFORMED_FRAME]
     assert second.events == []
 
 

@@ -257,31 +257,109 @@ def test_identical_lwts_at_different_times_have_different_keys():
 # --- other message types ---------------------------------------------------------------------
 
 
+TRANSITION = {
+    "_type": "transition",
+    "event": "leave",
+    "desc": "Home",
+    "lat": 48.856826,
+    "lon": 2.292713,
+    "acc": 20,
+    "tst": TST,
+    "wtst": 1706856000,
+    "rid": "a1b2c3",
+    "t": "c",
+    "tid": "j1",
+}
+
+
+def test_transition_is_a_location_saying_which_region_was_left():
+    assert emitted(run(TRANSITION)) == [
+        (
+            Kind.LOCATION,
+            {"transition": "leave", "region": "Home", "lat": 48.856826, "lon": 2.292713, "accuracy_m": 20.0},
+        )
+    ]
+    assert run(TRANSITION).events[0].observed_at == FIX_TIME
+
+
+def test_transition_without_coordinates_still_says_what_happened():
+    payload = {key: value for key, value in TRANSITION.items() if key not in {"lat", "lon"}} | {
+        "event": "Enter"
+    }
+    assert emitted(run(payload)) == [(Kind.LOCATION, {"transition": "enter", "region": "Home"})]
+
+
+@pytest.mark.parametrize("desc", ["x" * 65, "Ho\nme", 12, None, ""])
+def test_unusable_region_names_are_left_out(desc):
+    (event,) = run(TRANSITION | {"desc": desc}).events
+    assert "region" not in event.fields
+
+
 @pytest.mark.parametrize(
-    "payload",
+    ("change", "reason"),
     [
-        {
-            "_type": "transition",
-            "event": "leave",
-            "desc": "Home",
-            "lat": 1.0,
-            "lon": 2.0,
-            "tst": TST,
-            "wtst": 1,
-        },
-        {"_type": "waypoint", "desc": "Home", "lat": 1.0, "lon": 2.0, "rad": 50, "tst": TST},
-        {"_type": "waypoints", "waypoints": []},
-        {"_type": "card", "name": "Jane", "face": "..."},
-        {"_type": "cmd", "action": "reportLocation"},
-        {"_type": "status", "android": {}},
-        {"_type": "steps", "steps": 1200, "from": TST - 3600, "to": TST},
-        {"_type": "configuration"},
-        {"_type": "beacon", "uuid": "x"},
-        {"_type": "something-new"},
+        ({"event": "dwell"}, RejectReason.WRONG_TYPE),
+        ({"event": 1}, RejectReason.WRONG_TYPE),
+        ({"event": None}, RejectReason.MISSING_FIELD),
+        ({"tst": None}, RejectReason.MISSING_FIELD),
+        ({"tst": "yesterday"}, RejectReason.BAD_TIMESTAMP),
     ],
 )
-def test_other_types_are_no_event(payload):
-    assert run(payload) == Decoded([], [])
+def test_broken_transitions_are_rejected(change, reason):
+    assert only_rejection(run(TRANSITION | change)).reason is reason
+
+
+def test_steps_report_is_a_steps_reading_at_its_end():
+    decoded = run({"_type": "steps", "tst": TST, "steps": 1200, "from": TST - 3600, "to": TST - 60})
+    assert emitted(decoded) == [(Kind.STEPS, {"count": 1200})]
+    assert decoded.events[0].observed_at == FIX_TIME - timedelta(seconds=60)
+
+
+def test_steps_report_without_to_uses_tst():
+    decoded = run({"_type": "steps", "tst": TST, "steps": 5})
+    assert decoded.events[0].observed_at == FIX_TIME
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "detail"),
+    [
+        ({"steps": -1}, RejectReason.UNSUPPORTED_FRAME, "the phone has no step counter"),
+        ({"steps": None}, RejectReason.MISSING_FIELD, "steps is missing"),
+        ({"steps": 1.5}, RejectReason.WRONG_TYPE, "steps must be a whole number"),
+        ({"steps": True}, RejectReason.WRONG_TYPE, "steps must be a whole number"),
+        ({"steps": -2}, RejectReason.OUT_OF_RANGE, "steps is out of range"),
+        ({"steps": 10**30}, RejectReason.OUT_OF_RANGE, "steps is out of range"),
+        ({"to": "now"}, RejectReason.BAD_TIMESTAMP, "to must be epoch seconds"),
+        ({"tst": None}, RejectReason.MISSING_FIELD, "tst is missing"),
+    ],
+)
+def test_broken_steps_reports_are_rejected(change, reason, detail):
+    payload = {"_type": "steps", "tst": TST, "steps": 10} | change
+    rejection = only_rejection(run(payload))
+    assert (rejection.reason, rejection.detail) == (reason, detail)
+
+
+@pytest.mark.parametrize(
+    ("payload", "named"),
+    [
+        ({"_type": "waypoint", "desc": "Home", "lat": 1.0, "lon": 2.0, "rad": 50, "tst": TST}, "waypoint"),
+        ({"_type": "waypoints", "waypoints": []}, "waypoints"),
+        ({"_type": "card", "name": "Jane", "face": "..."}, "card"),
+        ({"_type": "cmd", "action": "reportLocation"}, "cmd"),
+        ({"_type": "status", "android": {}}, "status"),
+        ({"_type": "configuration"}, "configuration"),
+        ({"_type": "beacon", "uuid": "x"}, "beacon"),
+        ({"_type": "something-new"}, "that is not a plain word"),
+        ({"_type": "Jane Doe 1234"}, "that is not a plain word"),
+    ],
+)
+def test_other_types_are_quarantined_naming_only_a_plain_type(payload, named):
+    rejection = only_rejection(run(payload))
+    assert (rejection.reason, rejection.detail) == (
+        RejectReason.UNSUPPORTED_FRAME,
+        f"OwnTracks message type {named} is not supported",
+    )
+    assert "Jane" not in rejection.detail
 
 
 def test_type_case_variation():
@@ -290,7 +368,7 @@ def test_type_case_variation():
 
 def test_encrypted_payload_is_rejected():
     rejection = only_rejection(run({"_type": "encrypted", "data": "c2VjcmV0"}))
-    assert rejection.reason is RejectReason.INVALID_STRUCTURE
+    assert rejection.reason is RejectReason.UNSUPPORTED_FRAME
     assert "c2VjcmV0" not in rejection.detail
 
 

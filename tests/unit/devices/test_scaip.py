@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices import DecodeContext, Decoded, Kind, RejectReason, TimeSource, scaip
+from devices import DecodeContext, Decoded, Kind, Rejection, RejectReason, TimeSource, scaip
 from tests.unit.devices.helpers import HYPOTHESIS, as_bytes, decoder, emitted, load_cases, only_rejection
 
 CASES = load_cases("scaip")
@@ -64,8 +64,42 @@ def test_reset_message_is_a_cancel(stc):
     assert emitted(run(mrq(mty="RE", cid="42", dty="0003", stc=stc))) == [(Kind.CANCEL, {})]
 
 
-def test_information_message_is_no_event():
-    assert run(mrq(mty="IN", cid="42", dty="0002", stc="0067")) == Decoded([], [])
+@pytest.mark.parametrize(
+    ("stc", "what"), [("0067", "stc 0067"), ("", "no usable stc"), ("X1", "no usable stc")]
+)
+def test_information_message_with_an_unknown_code_is_quarantined_not_an_alarm(stc, what):
+    decoded = run(mrq(mty="IN", cid="42", dty="0002", stc=stc))
+    assert decoded == Decoded(
+        [],
+        [Rejection(RejectReason.UNSUPPORTED_FRAME, f"SCAIP IN message with an unknown status code ({what})")],
+    )
+
+
+@pytest.mark.parametrize("mty", ["ME", "IN", "", "XX"])
+@pytest.mark.parametrize("stc", ["16", "016", "0016"])
+@pytest.mark.parametrize("dty", ["0002", "0003", "0005", "0007"])
+def test_low_battery_is_a_device_fault_never_a_panic_or_alarm(mty, stc, dty):
+    decoded = run(mrq(mty=mty, cid="42", dty=dty, stc=stc))
+    assert [(e.kind, dict(e.fields)) for e in decoded.events] == [
+        (Kind.DEVICE_FAULT, {"fault": "low_battery", "code": f"stc {stc}"})
+    ]
+    assert not any(event.is_life_safety for event in decoded.events)
+
+
+@pytest.mark.parametrize(
+    ("stc", "activity"),
+    [("0088", "presence"), ("88", "presence"), ("0110", "assistance"), ("0111", "intervention_complete")],
+)
+@pytest.mark.parametrize("mty", ["ME", "IN"])
+def test_care_codes_are_care_events_never_an_alarm(stc, activity, mty):
+    decoded = run(mrq(mty=mty, cid="42", dty="0002", stc=stc))
+    assert emitted(decoded) == [(Kind.CARE, {"activity": activity, "code": f"stc {stc}"})]
+
+
+@pytest.mark.parametrize("stc", ["0010", "10", "0019", "0070"])
+def test_information_message_with_a_known_code_is_decoded_by_its_class(stc):
+    expected = {"0010": Kind.PANIC, "10": Kind.PANIC, "0019": Kind.CANCEL, "0070": Kind.HEARTBEAT}[stc]
+    assert [e.kind for e in run(mrq(mty="IN", cid="42", dty="0002", stc=stc)).events] == [expected]
 
 
 @pytest.mark.parametrize("mty", ["pi", "Pi", " PI "])
@@ -105,8 +139,8 @@ def test_cancel_codes(stc, dty):
 
 @pytest.mark.parametrize("stc", ["70", "0070", "070"])
 @pytest.mark.parametrize("dty", ["0002", "0005", "0003"])
-def test_normal_status_is_no_event(stc, dty):
-    assert run(mrq(mty="ME", cid="42", dty=dty, stc=stc)) == Decoded([], [])
+def test_normal_status_is_a_sign_of_life(stc, dty):
+    assert emitted(run(mrq(mty="ME", cid="42", dty=dty, stc=stc))) == [(Kind.HEARTBEAT, {})]
 
 
 @pytest.mark.parametrize("dty", ["5", "05", "0005"])
@@ -235,7 +269,8 @@ BILLION_LAUGHS = (
 )
 def test_declarations_are_refused(payload):
     rejection = only_rejection(run(payload))
-    assert rejection.reason is RejectReason.INVALID_STRUCTURE
+    # UTF-16 hides the declaration from the text check, but then the body is not parseable XML.
+    assert rejection.reason in {RejectReason.INVALID_STRUCTURE, RejectReason.MALFORMED_FRAME}
 
 
 @pytest.mark.parametrize(
@@ -256,7 +291,10 @@ def test_declarations_are_refused(payload):
 )
 def test_malformed_bodies(payload):
     rejection = only_rejection(run(payload))
-    assert rejection.reason is RejectReason.INVALID_STRUCTURE
+    # Broken XML is a broken frame; a well-formed document that is no request is not understood.
+    well_formed_other = payload.startswith((b"<mrs>", b"<message>"))
+    expected = RejectReason.UNSUPPORTED_FRAME if well_formed_other else RejectReason.MALFORMED_FRAME
+    assert rejection.reason is expected
     assert "42" not in rejection.detail
 
 

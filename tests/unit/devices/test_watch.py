@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices import DecodeContext, Decoded, Kind, RejectReason, TimePolicy, TimeSource, watch
+from devices import DecodeContext, Decoded, Kind, Rejection, RejectReason, TimePolicy, TimeSource, watch
 from devices.canonical import decode_canonical
 from tests.unit.devices.helpers import (
     HYPOTHESIS,
@@ -147,6 +147,13 @@ def comparable(kind: Kind, fields, when: datetime) -> tuple:
     return (kind.value, json.dumps(rounded, sort_keys=True), when.isoformat())
 
 
+NETWORK_KEYS = frozenset({"position_source", "cells", "wifi"})
+
+
+def without_network(fields) -> dict:
+    return {key: value for key, value in fields.items() if key not in NETWORK_KEYS}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
 def test_golden(case):
     expect = case["expect"]
@@ -158,7 +165,13 @@ def test_golden(case):
     assert decoded.rejections == []
     assert {event.device_id for event in decoded.events} <= {expect["device_id"]}
     expected = [item for part in parts for item in expected_events(part, received_at)]
-    actual = [comparable(event.kind, event.fields, event.observed_at) for event in decoded.events]
+    # The network position of a frame without a fix is pinned by its own tests below.
+    gps = [(event, without_network(event.fields)) for event in decoded.events]
+    actual = [
+        comparable(event.kind, fields, event.observed_at)
+        for event, fields in gps
+        if fields or event.kind is not Kind.LOCATION
+    ]
     assert sorted(actual) == sorted(comparable(*item) for item in expected)
     for event in decoded.events:
         source = TimeSource.RECEIVED if event.observed_at == received_at else TimeSource.DEVICE
@@ -179,6 +192,60 @@ def test_no_fix_positions_are_emitted_as_last_known_and_marked_not_valid(case_id
     decoded = decode(raw)
     assert of_kind(decoded, Kind.LOCATION).fields["gps_valid"] is False
     assert Kind.BATTERY in kinds(decoded)
+
+
+@pytest.mark.parametrize(
+    ("case_id", "cells", "wifi"),
+    [
+        (
+            "watch-alcustomer-removed-lowbatt",
+            "460,01,42308,101992452,100",
+            (
+                "44:56:e2:03:ea:2a,-69;30:0d:9e:bb:fa:4d,-70;88:c3:97:c1:f4:7f,-73;e8:84:c6:21:7c:dc,-77;"
+                "30:45:96:10:14:5d,-79"
+            ),
+        ),
+        (
+            "watch-ud2-southern-negative-sign",
+            "730,2,29731,54315,167;730,2,29731,54316,162;730,2,29731,54317,145",
+            None,
+        ),
+        (
+            "watch-wt-type",
+            "404,22,10125,8301,141;404,22,10125,13921,122",
+            (
+                "28:c6:8e:be:87:c0,-60;4c:60:de:32:3d:38,-70;40:e3:d6:4a:d9:c2,-73;40:e3:d6:4a:d9:c4,-73;"
+                "40:e3:d6:4a:d9:c3,-73"
+            ),
+        ),
+    ],
+)
+def test_no_fix_positions_keep_the_towers_and_access_points_heard(case_id, cells, wifi):
+    raw = next(case["raw"] for case in CASES if case["id"] == case_id)
+    location = of_kind(decode(raw), Kind.LOCATION)
+    assert location.fields["position_source"] == "network"
+    assert location.fields["cells"] == cells
+    assert location.fields.get("wifi") == wifi
+    assert not any(ssid in raw and ssid in str(location.fields) for ssid in ("shizhou1", "FART3", "ChinaNet"))
+
+
+def test_a_fix_does_not_carry_network_data():
+    decoded = decode(SSID_BRACKETS)
+    assert NETWORK_KEYS.isdisjoint(of_kind(decoded, Kind.LOCATION).fields)
+
+
+def test_sos_without_a_fix_is_a_panic_with_the_network_position():
+    raw = frame(
+        "AL,251120,081821,V,0.0,N,0.0,E,2.58,317.462,35.147,14,100,2,0,0,00010000,1,1,460,01,42308,101992452,100,"
+        "1,home,44:56:e2:03:ea:2a,-69,1.2"
+    )
+    decoded = decode(raw, received_at=datetime(2020, 11, 25, 8, 18, 30, tzinfo=UTC))
+    assert kinds(decoded)[0] is Kind.PANIC
+    assert of_kind(decoded, Kind.LOCATION).fields == {
+        "position_source": "network",
+        "cells": "460,01,42308,101992452,100",
+        "wifi": "44:56:e2:03:ea:2a,-69",
+    }
 
 
 def test_uncertain_general_alarm_is_kept_as_an_alarm():
@@ -247,10 +314,20 @@ def test_voice_chunks_back_to_back():
 
 @pytest.mark.parametrize(
     "content",
-    ["TKQ", "TKQ2", "CONFIG,TY:g_w,UL:60", "img,2706250912,\xff", "TK,1", "rcapture", "INIT", "FOO,1,2"],
+    ["TKQ", "TKQ2", "CONFIG,TY:g_w,UL:60", "img,2706250912,\xff", "TK,1", "rcapture", "INIT"],
 )
-def test_non_telemetry_and_unknown_types_yield_nothing(content):
+def test_non_telemetry_types_yield_nothing_and_are_not_quarantined(content):
     assert decode(frame(content).encode("latin-1")) == Decoded([], [])
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [("FOO,1,2", "FOO"), ("010625,1", "that is not a plain word"), ("X\u00e9Y", "that is not a plain word")],
+)
+def test_unknown_types_are_quarantined_naming_only_a_plain_type(content, named):
+    assert decode(frame(content).encode("latin-1")) == Decoded(
+        [], [Rejection(RejectReason.UNSUPPORTED_FRAME, f"frame 1: watch frame type {named} is not supported")]
+    )
 
 
 @pytest.mark.parametrize(
@@ -271,7 +348,7 @@ def test_non_telemetry_and_unknown_types_yield_nothing(content):
 def test_malformed_structure_is_rejected(raw):
     decoded = decode(raw)
     assert decoded.events == []
-    assert reasons(decoded) == [RejectReason.INVALID_STRUCTURE]
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
 
 
 @pytest.mark.parametrize("raw", [b"", b"  \r\n"])
@@ -284,14 +361,14 @@ def test_empty_payload_has_no_frame(raw):
 def test_a_cut_frame_followed_by_a_whole_one():
     decoded = decode(f"[3G*{DEVICE}*0009*LK,0,0{frame('LK,0,0,88')}")
     assert [event.fields for event in decoded.events] == [{"battery_pct": 88}]
-    assert reasons(decoded) == [RejectReason.INVALID_STRUCTURE]
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
     assert "unterminated" in decoded.rejections[0].detail
 
 
 def test_garbage_around_frames_is_rejected_but_frames_survive():
     decoded = decode(f"xx{frame('LK')}yy[zz{frame('heart,70')}tail")
     assert kinds(decoded) == [Kind.HEARTBEAT, Kind.HEART_RATE]
-    assert reasons(decoded) == [RejectReason.INVALID_STRUCTURE] * 3
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME] * 3
 
 
 def test_stream_split_at_a_frame_boundary_decodes_like_the_whole():
@@ -308,9 +385,9 @@ def test_stream_split_inside_a_frame_rejects_both_halves_only():
     cut = STREAM_4.index("36.815109")
     first, second = decode(STREAM_4[:cut]), decode(STREAM_4[cut:])
     assert kinds(first) == [Kind.HEARTBEAT]
-    assert reasons(first) == [RejectReason.INVALID_STRUCTURE]
+    assert reasons(first) == [RejectReason.MALFORMED_FRAME]
     assert kinds(second) == [Kind.HEARTBEAT]  # the trailing LK; TKQ yields nothing
-    assert reasons(second) == [RejectReason.INVALID_STRUCTURE]
+    assert reasons(second) == [RejectReason.MALFORMED_FRAME]
 
 
 # --- identity ----------------------------------------------------------------------------------
@@ -628,6 +705,9 @@ def test_keep_alive_with_a_bad_battery_is_still_a_heartbeat(content, reason):
 # --- health frames -----------------------------------------------------------------------------
 
 
+NO_READING = "): frame holds no valid reading"
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
@@ -667,6 +747,12 @@ def test_keep_alive_with_a_bad_battery_is_still_a_heartbeat(content, reason):
 )
 def test_health_frames_are_filed_under_receive_time(content, expected):
     decoded = decode(frame(content))
+    if not expected:  # "no valid reading": said as no_events, never silent
+        assert decoded.events == []
+        assert [(r.reason, r.detail.endswith(NO_READING)) for r in decoded.rejections] == [
+            (RejectReason.NO_EVENTS, True)
+        ]
+        return
     assert [(event.kind, dict(event.fields)) for event in clean(decoded).events] == expected
     for event in decoded.events:
         assert event.observed_at == RECEIVED_AT
