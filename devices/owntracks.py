@@ -46,7 +46,6 @@ Other types:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +54,7 @@ from typing import TYPE_CHECKING, TypeGuard
 from devices.codec import EventSink, guarded, rejected
 from devices.errors import RejectReason
 from devices.events import FieldValue, Kind
+from devices.text import JsonError, load_json
 
 if TYPE_CHECKING:
     from devices.canonical import Decoded
@@ -113,9 +113,9 @@ def decode(payload: bytes, context: DecodeContext) -> Decoded:
 
 def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     try:
-        document: object = json.loads(payload)
-    except (ValueError, RecursionError):
-        return rejected(RejectReason.MALFORMED_JSON, "OwnTracks payload is not JSON")
+        document: object = load_json(payload)
+    except JsonError as exc:
+        return rejected(exc.reason, f"OwnTracks payload is not JSON: {exc.detail}")
     if not isinstance(document, dict):
         return rejected(RejectReason.INVALID_STRUCTURE, "OwnTracks payload must be a JSON object")
     device_id = context.device_id or _identity(context.topic) or _identity(document.get("topic"))
