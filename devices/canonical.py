@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeGuard
@@ -338,13 +339,24 @@ def _decode_item(
                 received_at=received_at,
                 policy=policy,
             )
+    unsurrogated: tuple[str, ...] = ()
     try:
         model = _ADAPTER.validate_python(item)
     except ValidationError as exc:
-        kind = item.get("kind") if isinstance(item, dict) else None
-        if isinstance(item, dict) and isinstance(kind, str) and kind in LIFE_SAFETY_KINDS:
-            return _salvage(item, Kind(kind), exc, device_id, received_at, policy)
-        return _rejection_from(exc)
+        retry = _without_surrogates(item, exc)
+        failure: ValidationError | None = exc
+        if retry is not None:
+            unsurrogated = retry[1]
+            try:
+                model = _ADAPTER.validate_python(retry[0])
+                failure = None
+            except ValidationError as again:
+                failure = again
+        if failure is not None:
+            kind = item.get("kind") if isinstance(item, dict) else None
+            if isinstance(item, dict) and isinstance(kind, str) and kind in LIFE_SAFETY_KINDS:
+                return _salvage(item, Kind(kind), failure, device_id, received_at, policy)
+            return _rejection_from(failure)
     kind = Kind(model.kind)
     fields: dict[str, FieldValue] = {
         name: value
@@ -352,17 +364,43 @@ def _decode_item(
         if name not in _COMMON_FIELDS and value is not None
     }
     assert isinstance(item, dict)  # noqa: S101 - the model validated an object
+    # The key comes from the msg_id as sent: two garbled ids must stay two keys.
+    raw_msg_id = item.get("msg_id") if model.msg_id is not None else None
     return make_event(
         device_id=device_id,
         kind=kind,
         device_time=model.ts,
         fields=fields,
         msg_id=model.msg_id,
-        event_key=event_key(kind, model.msg_id, item),
-        flags=frozenset(),
+        event_key=event_key(kind, raw_msg_id if isinstance(raw_msg_id, str) else model.msg_id, item),
+        flags=frozenset({SANITISED_TEXT}) if unsurrogated else frozenset(),
         received_at=received_at,
         policy=policy,
+        sanitised=unsurrogated,
     )
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(item: object, exc: ValidationError) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    r"""The object with lone surrogates replaced, when only they made a string invalid.
+
+    pydantic refuses a lone surrogate in a ``str`` field (``string_unicode``), which a
+    JSON escape (``"\ud800"``) delivers; they are replaced here, the rest of the
+    sanitising is make_event's. Returns the object and the names of the fields changed.
+    """
+    if type(item) is not dict or all(error["type"] != "string_unicode" for error in exc.errors()):
+        return None
+    names = tuple(
+        name for name, value in item.items() if type(value) is str and _SURROGATES.search(value) is not None
+    )
+    if not names:
+        return None
+    cleaned = {
+        name: _SURROGATES.sub("\ufffd", value) if name in names else value for name, value in item.items()
+    }
+    return cleaned, names
 
 
 def make_event(
@@ -377,6 +415,7 @@ def make_event(
     received_at: datetime,
     policy: TimePolicy,
     time_required: bool = True,
+    sanitised: tuple[str, ...] = (),
 ) -> Event | Rejection:
     """Build an event, deciding which time it is filed under, or reject an unbelievable reading.
 
@@ -393,6 +432,7 @@ def make_event(
         time_required: False for formats whose frames carry no time at all
             (watch health frames, Zigbee state): they are filed under the
             receive time without being flagged.
+        sanitised: strings the codec already sanitised (names for :attr:`Event.sanitised`).
     """
     life_safety = kind in LIFE_SAFETY_KINDS
     problem: str | None = None
@@ -412,12 +452,12 @@ def make_event(
     trusted = problem is None and device_time is not None
     if problem is not None:
         flags |= {"bad_timestamp" if problem == "missing" else "clock_skew"}
-    sanitised: tuple[str, ...] = ()
     if not _plain(device_id, fields, msg_id, event_key):
         vetted = _vet(device_id, kind, fields, msg_id, event_key, flags)
         if isinstance(vetted, Rejection):
             return vetted
-        device_id, fields, msg_id, event_key, flags, sanitised = vetted
+        device_id, fields, msg_id, event_key, flags, names = vetted
+        sanitised = (*names, *(name for name in sanitised if name not in names))
     return Event(
         device_id=device_id,
         kind=kind,

@@ -236,6 +236,35 @@ def test_hostile_text_sent_as_json_escapes_is_sanitised():
     event = one_event(canonical(payload), Kind.PANIC)
     assert (event.msg_id, event.fields) == ("a\ufffdb", {"button": "\ufffd\ufffd"})
     assert event.sanitised == ("msg_id", "button")
+    assert event.flags == {"sanitised_text"}  # the fields are not invalid, only garbled
+
+
+@pytest.mark.parametrize("kind", ["cancel", "heartbeat", "online", "body_temp", "heart_rate"])
+@pytest.mark.parametrize("text", HOSTILE_TEXT, ids=HOSTILE_IDS)
+def test_other_kinds_with_hostile_msg_id_are_stored_sanitised_not_rejected(kind, text):
+    values = {"body_temp": {"celsius": 36.6}, "heart_rate": {"bpm": 70}}.get(kind, {})
+    payload = json.dumps({"ts": TS, "kind": kind, "msg_id": text, **values}).encode()
+    event = one_event(canonical(payload), Kind(kind))
+    assert event.msg_id == clean(text)
+    assert event.flags == {"sanitised_text"}
+    assert event.sanitised == ("msg_id",)
+
+
+def test_two_msg_ids_garbled_by_different_surrogates_stay_two_keys():
+    keys = {
+        one_event(
+            canonical(b'{"ts":"%s","kind":"cancel","msg_id":"x\\%s"}' % (TS.encode(), s)), Kind.CANCEL
+        ).event_key
+        for s in (b"ud800", b"udbff", b"udc00")
+    }
+    assert len(keys) == 3
+
+
+@given(msg_id=st.text(min_size=1, max_size=64))
+@HYPOTHESIS
+def test_any_msg_id_of_a_cancel_is_one_clean_cancel(msg_id):
+    payload = json.dumps({"ts": TS, "kind": "cancel", "msg_id": msg_id}).encode()
+    assert [event.kind for event in canonical(payload).events] == [Kind.CANCEL]
 
 
 def test_two_garbled_msg_ids_stay_two_panics():
