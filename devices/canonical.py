@@ -473,23 +473,31 @@ def make_event(
 
 
 def _plain(device_id: str, fields: dict[str, FieldValue], msg_id: str | None, event_key: str) -> bool:
-    """Tell whether an event needs no vetting: the fast path of (nearly) every event."""
-    if (
-        len(device_id) > MAX_DEVICE_ID
-        or len(event_key) > MAX_EVENT_KEY
-        or not is_clean(device_id)
-        or not is_clean(event_key)
-    ):
-        return False
-    if msg_id is not None and (len(msg_id) > MAX_MSG_ID or not is_clean(msg_id)):
-        return False
+    """Tell whether an event needs no vetting: the fast path of (nearly) every event.
+
+    Printable text holds no forbidden character (see :func:`devices.text.is_clean`); the
+    ids are checked in one call, and anything else goes to :func:`_vet`, which decides.
+    """
+    if msg_id is None:
+        ids = device_id + event_key
+        if len(device_id) > MAX_DEVICE_ID or len(event_key) > MAX_EVENT_KEY or not ids.isprintable():
+            return False
+    else:
+        ids = device_id + event_key + msg_id
+        if (
+            len(device_id) > MAX_DEVICE_ID
+            or len(event_key) > MAX_EVENT_KEY
+            or len(msg_id) > MAX_MSG_ID
+            or not ids.isprintable()
+        ):
+            return False
     for value in fields.values():
         kind = type(value)
         if kind is float:
             if not math.isfinite(value):  # type: ignore[arg-type]
                 return False
         elif kind is str:
-            if len(value) > MAX_TEXT_FIELD or not is_clean(value):  # type: ignore[arg-type]
+            if len(value) > MAX_TEXT_FIELD or not value.isprintable():  # type: ignore[arg-type,union-attr]
                 return False
         elif kind is int and not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
             return False
