@@ -239,7 +239,7 @@ def decode_canonical(payload: bytes, *, device_id: str, received_at: datetime, p
         # rejects them per field, and a panic carrying one is still salvaged.
         document = load_json(payload)
     except JsonError as exc:
-        if exc.detail.startswith("payload is not valid UTF-8"):
+        if exc.not_utf8:
             return _decode_lossy(payload, exc, device_id=device_id, received_at=received_at, policy=policy)
         return Decoded([], [Rejection(exc.reason, _short(exc.detail))])
     items: list[Any]

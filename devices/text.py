@@ -79,12 +79,14 @@ class JsonError(ValueError):
     Attributes:
         reason: the closed-vocabulary reason.
         detail: what is wrong, never quoting the payload.
+        not_utf8: the payload is not valid UTF-8 (a codec may still salvage a panic from it).
     """
 
-    def __init__(self, reason: RejectReason, detail: str) -> None:
+    def __init__(self, reason: RejectReason, detail: str, *, not_utf8: bool = False) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.not_utf8 = not_utf8
 
 
 _NESTING = f"nesting deeper than {MAX_JSON_DEPTH}"
@@ -125,7 +127,7 @@ def _load_slowly(payload: bytes | str) -> Any:  # noqa: ANN401 - as load_json
             text = payload.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             detail = f"payload is not valid UTF-8 (byte {exc.start})"
-            raise JsonError(RejectReason.MALFORMED_JSON, detail) from None
+            raise JsonError(RejectReason.MALFORMED_JSON, detail, not_utf8=True) from None
     else:
         text = payload
     try:
