@@ -14,15 +14,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeGuard
 
-import pydantic_core
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from devices.errors import RejectReason
 from devices.events import LIFE_SAFETY_KINDS, READING_METRICS, Event, FieldValue, Kind, TimeSource
+from devices.text import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DEVICE_ID,
+    MAX_EVENT_KEY,
+    MAX_MSG_ID,
+    MAX_TEXT_FIELD,
+    SANITISED_TEXT,
+    TRUNCATED_TEXT,
+    JsonError,
+    clean,
+    is_clean,
+    load_json,
+    raw_utf8,
+)
 from devices.timing import TimePolicy, parse_ts, plausibility
 
 
@@ -192,10 +207,18 @@ _REASON_BY_ERROR = {
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why (part of) a payload was not turned into events."""
+    """Why (part of) a payload was not turned into events.
+
+    The detail is stored and shown to operators: it is sanitised when built, like every
+    string that leaves ``devices/`` (see :mod:`devices.text`).
+    """
 
     reason: RejectReason
     detail: str
+
+    def __post_init__(self) -> None:
+        if not is_clean(self.detail):
+            object.__setattr__(self, "detail", clean(self.detail))
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +237,11 @@ def decode_canonical(payload: bytes, *, device_id: str, received_at: datetime, p
     try:
         # NaN/Infinity are accepted by the parser on purpose so that the model
         # rejects them per field, and a panic carrying one is still salvaged.
-        document = pydantic_core.from_json(payload, allow_inf_nan=True)
-    except ValueError as exc:
-        return Decoded([], [Rejection(RejectReason.MALFORMED_JSON, _short(str(exc)))])
+        document = load_json(payload)
+    except JsonError as exc:
+        if exc.not_utf8:
+            return _decode_lossy(payload, exc, device_id=device_id, received_at=received_at, policy=policy)
+        return Decoded([], [Rejection(exc.reason, _short(exc.detail))])
     items: list[Any]
     if isinstance(document, dict):
         items = [document]
@@ -238,6 +263,31 @@ def decode_canonical(payload: bytes, *, device_id: str, received_at: datetime, p
             detail = f"item {index}: {outcome.detail}" if many else outcome.detail
             rejections.append(Rejection(outcome.reason, detail))
     return Decoded(events, rejections)
+
+
+def _decode_lossy(
+    payload: bytes, error: JsonError, *, device_id: str, received_at: datetime, policy: TimePolicy
+) -> Decoded:
+    """Salvage the panics and falls of a payload that is not valid UTF-8; reject the rest.
+
+    The bytes that are not UTF-8 are read as U+FFFD and the events flagged
+    ``sanitised_text``; the raw bytes stay in quarantine (the pipeline keeps them).
+    """
+    try:
+        document = load_json(payload.decode("utf-8", errors="replace"))
+    except JsonError:
+        return Decoded([], [Rejection(error.reason, error.detail)])
+    items = document if isinstance(document, list) else [document]
+    decoded = Decoded([], [])
+    for item in items:
+        outcome = _decode_item(item, device_id=device_id, received_at=received_at, policy=policy)
+        if isinstance(outcome, Event) and outcome.is_life_safety:
+            flags = outcome.flags | {SANITISED_TEXT}
+            sanitised = (*outcome.sanitised, "payload")
+            decoded.events.append(replace(outcome, flags=flags, sanitised=sanitised))
+    if not decoded.events or len(decoded.events) < len(items):
+        decoded.rejections.append(Rejection(error.reason, error.detail))
+    return decoded
 
 
 _HEART_RATE_KEYS = frozenset({"ts", "kind", "bpm", "msg_id"})
@@ -289,13 +339,24 @@ def _decode_item(
                 received_at=received_at,
                 policy=policy,
             )
+    unsurrogated: tuple[str, ...] = ()
     try:
         model = _ADAPTER.validate_python(item)
     except ValidationError as exc:
-        kind = item.get("kind") if isinstance(item, dict) else None
-        if isinstance(item, dict) and isinstance(kind, str) and kind in LIFE_SAFETY_KINDS:
-            return _salvage(item, Kind(kind), exc, device_id, received_at, policy)
-        return _rejection_from(exc)
+        retry = _without_surrogates(item, exc)
+        failure: ValidationError | None = exc
+        if retry is not None:
+            unsurrogated = retry[1]
+            try:
+                model = _ADAPTER.validate_python(retry[0])
+                failure = None
+            except ValidationError as again:
+                failure = again
+        if failure is not None:
+            kind = item.get("kind") if isinstance(item, dict) else None
+            if isinstance(item, dict) and isinstance(kind, str) and kind in LIFE_SAFETY_KINDS:
+                return _salvage(item, Kind(kind), failure, device_id, received_at, policy)
+            return _rejection_from(failure)
     kind = Kind(model.kind)
     fields: dict[str, FieldValue] = {
         name: value
@@ -303,17 +364,43 @@ def _decode_item(
         if name not in _COMMON_FIELDS and value is not None
     }
     assert isinstance(item, dict)  # noqa: S101 - the model validated an object
+    # The key comes from the msg_id as sent: two garbled ids must stay two keys.
+    raw_msg_id = item.get("msg_id") if model.msg_id is not None else None
     return make_event(
         device_id=device_id,
         kind=kind,
         device_time=model.ts,
         fields=fields,
         msg_id=model.msg_id,
-        event_key=event_key(kind, model.msg_id, item),
-        flags=frozenset(),
+        event_key=event_key(kind, raw_msg_id if isinstance(raw_msg_id, str) else model.msg_id, item),
+        flags=frozenset({SANITISED_TEXT}) if unsurrogated else frozenset(),
         received_at=received_at,
         policy=policy,
+        sanitised=unsurrogated,
     )
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(item: object, exc: ValidationError) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    r"""The object with lone surrogates replaced, when only they made a string invalid.
+
+    pydantic refuses a lone surrogate in a ``str`` field (``string_unicode``), which a
+    JSON escape (``"\ud800"``) delivers; they are replaced here, the rest of the
+    sanitising is make_event's. Returns the object and the names of the fields changed.
+    """
+    if type(item) is not dict or all(error["type"] != "string_unicode" for error in exc.errors()):
+        return None
+    names = tuple(
+        name for name, value in item.items() if type(value) is str and _SURROGATES.search(value) is not None
+    )
+    if not names:
+        return None
+    cleaned = {
+        name: _SURROGATES.sub("\ufffd", value) if name in names else value for name, value in item.items()
+    }
+    return cleaned, names
 
 
 def make_event(
@@ -328,6 +415,7 @@ def make_event(
     received_at: datetime,
     policy: TimePolicy,
     time_required: bool = True,
+    sanitised: tuple[str, ...] = (),
 ) -> Event | Rejection:
     """Build an event, deciding which time it is filed under, or reject an unbelievable reading.
 
@@ -344,6 +432,7 @@ def make_event(
         time_required: False for formats whose frames carry no time at all
             (watch health frames, Zigbee state): they are filed under the
             receive time without being flagged.
+        sanitised: strings the codec already sanitised (names for :attr:`Event.sanitised`).
     """
     life_safety = kind in LIFE_SAFETY_KINDS
     problem: str | None = None
@@ -363,6 +452,12 @@ def make_event(
     trusted = problem is None and device_time is not None
     if problem is not None:
         flags |= {"bad_timestamp" if problem == "missing" else "clock_skew"}
+    if not _plain(device_id, fields, msg_id, event_key):
+        vetted = _vet(device_id, kind, fields, msg_id, event_key, flags)
+        if isinstance(vetted, Rejection):
+            return vetted
+        device_id, fields, msg_id, event_key, flags, names = vetted
+        sanitised = (*names, *(name for name in sanitised if name not in names))
     return Event(
         device_id=device_id,
         kind=kind,
@@ -373,7 +468,113 @@ def make_event(
         time_source=TimeSource.DEVICE if trusted else TimeSource.RECEIVED,
         device_time=None if trusted else device_time,
         flags=flags,
+        sanitised=sanitised,
     )
+
+
+def _plain(device_id: str, fields: dict[str, FieldValue], msg_id: str | None, event_key: str) -> bool:
+    """Tell whether an event needs no vetting: the fast path of (nearly) every event.
+
+    Printable text holds no forbidden character (see :func:`devices.text.is_clean`); the
+    ids are checked in one call, and anything else goes to :func:`_vet`, which decides.
+    """
+    if msg_id is None:
+        ids = device_id + event_key
+        if len(device_id) > MAX_DEVICE_ID or len(event_key) > MAX_EVENT_KEY or not ids.isprintable():
+            return False
+    else:
+        ids = device_id + event_key + msg_id
+        if (
+            len(device_id) > MAX_DEVICE_ID
+            or len(event_key) > MAX_EVENT_KEY
+            or len(msg_id) > MAX_MSG_ID
+            or not ids.isprintable()
+        ):
+            return False
+    for value in fields.values():
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):  # type: ignore[arg-type]
+                return False
+        elif kind is str:
+            if len(value) > MAX_TEXT_FIELD or not value.isprintable():  # type: ignore[arg-type,union-attr]
+                return False
+        elif kind is int and not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+            return False
+    return True
+
+
+_Vetted = tuple[str, dict[str, FieldValue], str | None, str, frozenset[str], tuple[str, ...]]
+
+
+def _vet(  # noqa: C901, PLR0917 - one check per kind of string or number, in order
+    device_id: str,
+    kind: Kind,
+    fields: dict[str, FieldValue],
+    msg_id: str | None,
+    key: str,
+    flags: frozenset[str],
+) -> _Vetted | Rejection:
+    """Sanitise an event's strings and hold its values to the limits (see :mod:`devices.text`).
+
+    An over-long string, an integer beyond 64 bits or a non-finite float rejects a
+    non-life-safety event; a panic, fall or alarm is kept instead: the string is cut to
+    its limit (flag ``truncated_text``), the number dropped (flag ``invalid_fields``).
+    Forbidden characters are replaced, never rejected (flag ``sanitised_text``).
+    """
+    life_safety = kind in LIFE_SAFETY_KINDS
+    added: set[str] = set()
+    names: list[str] = []
+
+    def text(name: str, value: str, limit: int) -> str | Rejection:
+        if len(value) > limit:
+            if not life_safety:
+                return Rejection(RejectReason.OUT_OF_RANGE, f"{name} longer than {limit} characters")
+            value = value[:limit]
+            added.add(TRUNCATED_TEXT)
+            names.append(name)
+        if not is_clean(value):
+            value = clean(value)
+            added.add(SANITISED_TEXT)
+            if name not in names:
+                names.append(name)
+        return value
+
+    outcome = text("device_id", device_id, MAX_DEVICE_ID)
+    if isinstance(outcome, Rejection):
+        return outcome
+    device_id = outcome
+    if msg_id is not None:
+        outcome = text("msg_id", msg_id, MAX_MSG_ID)
+        if isinstance(outcome, Rejection):
+            return outcome
+        msg_id = outcome
+    if len(key) > MAX_EVENT_KEY or not is_clean(key):
+        # Not only replaced character by character: two different garbled msg_ids must
+        # stay two events (the alert store never raises one key twice), so a digest of the
+        # raw text follows the readable part. Stable on redelivery.
+        digest = hashlib.blake2b(raw_utf8(key), digest_size=8).hexdigest()
+        key = f"{clean(key[: MAX_EVENT_KEY - 17])}~{digest}"
+    vetted: dict[str, FieldValue] = {}
+    for name, value in fields.items():
+        value_type = type(value)
+        if value_type is str:
+            outcome = text(name, value, MAX_TEXT_FIELD)  # type: ignore[arg-type]
+            if isinstance(outcome, Rejection):
+                return outcome
+            vetted[name] = outcome
+            continue
+        if value_type is float and not math.isfinite(value):  # type: ignore[arg-type]
+            problem = Rejection(RejectReason.NON_FINITE_NUMBER, f"{name} is not a finite number")
+        elif value_type is int and not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+            problem = Rejection(RejectReason.OUT_OF_RANGE, f"{name} does not fit in a 64-bit integer")
+        else:
+            vetted[name] = value
+            continue
+        if not life_safety:
+            return problem
+        added.add("invalid_fields")
+    return device_id, vetted, msg_id, key, flags | added, tuple(names)
 
 
 def _salvage(  # noqa: PLR0917 - private helper, called once
@@ -448,6 +649,9 @@ def _rejection_from(exc: ValidationError) -> Rejection:
     location = [str(part) for part in first["loc"]]
     if error_type == "value_error" and location[-1:] == ["ts"]:
         reason = RejectReason.BAD_TIMESTAMP
+    elif error_type == "float_type" and type(exc.errors()[0].get("input")) is int:
+        # An integer too large for a float (10**400): a number, just out of range.
+        reason = RejectReason.OUT_OF_RANGE
     else:
         reason = _REASON_BY_ERROR.get(error_type, RejectReason.WRONG_TYPE)
     # The first loc element is the union tag (the kind); the field is what matters.

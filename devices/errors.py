@@ -38,6 +38,9 @@ class RejectReason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     #: The device is registered under another gateway than the topic's.
     GATEWAY_MISMATCH = "gateway_mismatch"
+    #: Not a rejection: the message's events were stored (and fed the rules), but text in
+    #: them was sanitised or cut short (devices/text.py); the row keeps the raw bytes.
+    SANITISED_TEXT = "sanitised_text"
 
 
 class DevicesError(Exception):

@@ -84,7 +84,11 @@ class Event:
         msg_id: the sender's message id, if any.
         time_source: which clock ``observed_at`` comes from.
         device_time: the device's own timestamp when it was not used.
-        flags: what was wrong but tolerated (``clock_skew``, ``invalid_fields``...).
+        flags: what was wrong but tolerated (``clock_skew``, ``invalid_fields``,
+            ``sanitised_text``, ``truncated_text``...).
+        sanitised: the strings whose characters were replaced or that were cut short
+            (``msg_id``, ``device_id``, a field name), for the quarantine detail that keeps
+            the raw bytes of such a message; empty for a clean event.
     """
 
     device_id: str
@@ -96,6 +100,7 @@ class Event:
     time_source: TimeSource = TimeSource.DEVICE
     device_time: datetime | None = None
     flags: frozenset[str] = field(default_factory=frozenset)
+    sanitised: tuple[str, ...] = ()
 
     @property
     def is_life_safety(self) -> bool:

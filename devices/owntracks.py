@@ -56,7 +56,6 @@ Everything else is quarantined, so that no message silently produces nothing:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from typing import TYPE_CHECKING, TypeGuard
 from devices.codec import EventSink, guarded, rejected
 from devices.errors import RejectReason
 from devices.events import FieldValue, Kind
+from devices.text import JsonError, load_json
 
 if TYPE_CHECKING:
     from devices.canonical import Decoded
@@ -128,9 +128,9 @@ def decode(payload: bytes, context: DecodeContext) -> Decoded:
 
 def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     try:
-        document: object = json.loads(payload)
-    except (ValueError, RecursionError):
-        return rejected(RejectReason.MALFORMED_JSON, "OwnTracks payload is not JSON")
+        document: object = load_json(payload)
+    except JsonError as exc:
+        return rejected(exc.reason, f"OwnTracks payload is not JSON: {exc.detail}")
     if not isinstance(document, dict):
         return rejected(RejectReason.INVALID_STRUCTURE, "OwnTracks payload must be a JSON object")
     device_id = context.device_id or _identity(context.topic) or _identity(document.get("topic"))

@@ -54,7 +54,6 @@ Rejection details never contain payload values.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +63,7 @@ from devices.canonical import Decoded, Rejection
 from devices.codec import EventSink, guarded, rejected
 from devices.errors import RejectReason
 from devices.events import LIFE_SAFETY_KINDS, FieldValue, Kind
+from devices.text import JsonError, load_json
 from devices.timing import TimestampError, parse_ts
 from devices.topics import is_valid_id
 
@@ -134,9 +134,9 @@ def decode(payload: bytes, context: DecodeContext) -> Decoded:
 
 def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     try:
-        document = json.loads(payload)
-    except (ValueError, RecursionError):
-        return rejected(RejectReason.MALFORMED_JSON, "payload is not valid JSON")
+        document = load_json(payload)
+    except JsonError as exc:
+        return rejected(exc.reason, f"payload is not valid JSON: {exc.detail}")
     shape = _shape(document)
     if isinstance(shape, Rejection):
         return Decoded([], [shape])

@@ -64,7 +64,6 @@ Time:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -75,6 +74,7 @@ from devices.canonical import Decoded, Rejection
 from devices.codec import EventSink, guarded, rejected
 from devices.errors import RejectReason
 from devices.events import FieldValue, Kind
+from devices.text import load_json
 from devices.timing import TimestampError, parse_ts
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
 def _decode_document(sink: _Sink, payload: bytes, subtopic: str | None) -> Rejection | None:
     """Decode a state or availability payload into ``sink``; a rejection of the whole payload."""
     try:
-        document: object = json.loads(payload)
+        document: object = load_json(payload)
     except (ValueError, RecursionError):
         if _decode_word(sink, sink.source.strip(), subtopic):
             return None

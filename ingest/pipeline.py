@@ -29,6 +29,7 @@ from devices import (
 )
 from devices.codecs import codec_for
 from devices.registry import Registry
+from devices.text import clean
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -225,9 +226,25 @@ class Pipeline:
                 rows.unverified.append((event, verdict.reason))
         if decoded.rejections:
             reason = decoded.rejections[0].reason
+        sanitised = _sanitised_detail(decoded.events)
         if reason is not None:
-            detail = "; ".join([r.detail for r in decoded.rejections] + untrusted)
+            detail = "; ".join([r.detail for r in decoded.rejections] + untrusted + sanitised)
             quarantine(rows, reason, detail, parts.gateway_id, parts.device_id)
+        elif sanitised:
+            # Stored and fed to the rules all the same; the row keeps the raw bytes.
+            quarantine(rows, RejectReason.SANITISED_TEXT, sanitised[0], parts.gateway_id, parts.device_id)
+
+
+def _sanitised_detail(events: list[Event]) -> list[str]:
+    """Name the strings devices/ sanitised or cut short, if any (one detail, or none)."""
+    names: dict[str, None] = {}
+    for event in events:
+        if event.sanitised:
+            for name in event.sanitised:
+                names.setdefault(f"{event.kind.value}.{name}")
+    if not names:
+        return []
+    return [f"text sanitised, events stored: {', '.join(names)}"]
 
 
 def _untrusted_detail(event: Event, reason: RejectReason, device: Device | None) -> str:
@@ -306,7 +323,7 @@ def quarantine(
             envelope.payload,
             hashlib.sha256(envelope.payload).digest(),
             reason.value,
-            detail.replace("\x00", "\\0"),
+            clean(detail.replace("\x00", "\\0")),
             gateway_id,
             device_id,
             envelope.dup,
@@ -319,7 +336,11 @@ def _json(fields: Mapping[str, FieldValue]) -> str:
 
 
 def _text(value: str) -> str:
-    """PostgreSQL text and jsonb cannot hold U+0000; valid JSON can."""
+    """PostgreSQL text and jsonb cannot hold U+0000; valid JSON can.
+
+    A last guard: devices/ already replaces U+0000 (devices/text.py) in every string of
+    an event, so this only ever copies.
+    """
     if "\x00" in value or "\\u0000" in value:
         return value.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd")
     return value

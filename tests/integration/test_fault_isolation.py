@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.db, pytest.mark.mqtt, pytest.mark.slow]
 __all__ = ["ingest_factory"]  # the fixture is shared
 
 #: Text the database cannot hold or that hides what it says, as JSON escapes in the payload.
-POISON_TEXT = ["a\u0000b", "x\u0007y\u009b", "\u202eevil"]
+POISON_TEXT = ["a\u0000b", "\ud800", "x\u0007y\u009b", "\u202eevil"]
 
 
 def poison_panics() -> list[bytes]:

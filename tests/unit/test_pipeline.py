@@ -216,7 +216,9 @@ def test_nul_in_msg_id_is_replaced_in_event_and_reading_rows():
             {"ts": TS, "kind": "heart_rate", "bpm": 70, "msg_id": "r\u00001"},
         ]
     )
-    assert (rows.events[0][5], rows.events[0][6]) == ("p\ufffd1", "p\ufffd1")
+    # The key keeps a digest of the raw msg_id: "p\u00001" and "p\u00011" stay two panics.
+    assert rows.events[0][5].startswith("p\ufffd1~")
+    assert rows.events[0][6] == "p\ufffd1"
     assert rows.readings[0][5] == "r\ufffd1"
 
 
@@ -447,3 +449,56 @@ def test_a_frame_naming_another_gateways_device_is_judged_by_the_frames_device()
     assert only_quarantine(rows)[4] == "gateway_mismatch"
     rows = pipeline.process(envelope(frame, topic="carewatch/v1/gw-1/relay/watch"))
     assert (rows.quarantine, [e.device_id for e in rows.decoded]) == ([], ["dev-1"])
+
+
+# --- sanitised text ---------------------------------------------------------------------------
+
+
+def test_sanitised_panic_is_stored_fed_to_the_rules_and_its_raw_bytes_kept():
+    payload = b'{"ts":"%s","kind":"panic","msg_id":"a\\u0000b","button":"\\u202e\\ud800"}' % TS.encode()
+    rows = process(payload)
+    (event,) = rows.events
+    assert event[3] == "panic"
+    assert json.loads(event[4]) == {"button": "\ufffd\ufffd"}
+    assert event[6] == "a\ufffdb"
+    assert "sanitised_text" in event[9]
+    assert rows.life_safety
+    assert [e.kind for e in rows.decoded] == [Kind.PANIC]
+    row = only_quarantine(rows)
+    assert (row[2], row[4]) == (payload, "sanitised_text")
+    assert row[5] == "text sanitised, events stored: panic.msg_id, panic.button"
+    assert rows.reasons == [RejectReason.SANITISED_TEXT]
+
+
+def test_every_stored_string_encodes_to_utf8():
+    payload = (
+        b'[{"ts":"%s","kind":"panic","button":"\\udc00"},'
+        b'{"ts":"%s","kind":"heart_rate","bpm":70,"msg_id":"\\ud800"}]'
+    )
+    rows = process(payload % (TS.encode(), TS.encode()))
+    for row in [*rows.events, *rows.readings]:
+        for value in row:
+            if isinstance(value, str):
+                value.encode("utf-8")
+    assert len(rows.events) == 1
+    assert len(rows.readings) == 1
+
+
+def test_a_message_rejected_in_part_keeps_one_quarantine_row_naming_the_sanitised_text():
+    rows = process(
+        [{"ts": TS, "kind": "panic", "button": "a\u0007"}, {"ts": TS, "kind": "heart_rate", "bpm": 0}]
+    )
+    row = only_quarantine(rows)
+    assert row[4] == "out_of_range"
+    assert row[5].endswith("; text sanitised, events stored: panic.button")
+    assert len(rows.events) == 1
+
+
+def test_a_clean_message_has_no_quarantine_row():
+    assert process({"ts": TS, "kind": "panic", "button": "pendant \u00e9"}).quarantine == []
+
+
+def test_quarantine_details_are_clean_text():
+    rows = process(b"{}", topic="carewatch/v1/gw-1/dev-1/nope\u202e")
+    for row in rows.quarantine:
+        assert "\u202e" not in row[5]
