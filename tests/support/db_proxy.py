@@ -78,6 +78,8 @@ class DbProxy:
                 self._call(self._drop())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()
         self.state = "stopped"
 
     @property
