@@ -58,8 +58,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.ingest_throughput import (  # noqa: E402
-    Bench,
+from bench._common import (  # noqa: E402
     BenchError,
     Broker,
     Databases,
@@ -74,6 +73,7 @@ from bench.ingest_throughput import (  # noqa: E402
     terminate_on_sigterm,
     wait_until,
 )
+from bench.ingest_throughput import Bench  # noqa: E402
 from ingest import wire  # noqa: E402
 from ingest.errors import MqttError  # noqa: E402
 from ingest.session import MqttSession  # noqa: E402

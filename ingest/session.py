@@ -7,15 +7,27 @@ message carried. Inbound PUBLISH packets are handed to a synchronous
 callback straight from ``data_received`` (no queue in between) so a read of
 hundreds of packets costs one pass of the parser.
 
-MQTT 3.1.1 (``ConnectOptions.protocol_level = 4``) has no Receive Maximum:
-the broker sends as many unacknowledged QoS 1 messages as its own limit
-allows (Mosquitto's ``max_inflight_messages``; amqtt has none). The session
-therefore bounds them itself: once ``receive_maximum`` messages are
-unacknowledged it stops reading the socket, and TCP flow control holds the
-broker back, until :meth:`MqttSession.ack` brings the count down. The bound
-overshoots by at most the packets of the one socket read that crossed it.
-This costs one counter per message on the 3.1.1 path only; the MQTT 5 path
-is chosen once in :meth:`MqttSession.open` and unchanged.
+The session bounds unacknowledged QoS 1 messages itself, on both protocols:
+once ``receive_maximum`` of them have been handed on and not acknowledged it
+stops reading the socket and stops handing on what it has already read, and
+TCP flow control holds the broker back, until :meth:`MqttSession.ack` brings
+the count down. The handler therefore never holds more than
+``receive_maximum`` unacknowledged messages; the packets of the one socket
+read that crossed the bound wait, parsed, in the backlog.
+
+* MQTT 3.1.1 (``ConnectOptions.protocol_level = 4``) has no Receive Maximum:
+  the broker sends as many as its own limit allows (Mosquitto's
+  ``max_inflight_messages``; amqtt has none).
+* MQTT 5 has one, and we send it in CONNECT, but Mosquitto 2.0.11 does not
+  always honour it: when acknowledgements stop while it holds a queued
+  backlog for the session (a database that fails again while the service is
+  still catching up), it sends the whole backlog, far beyond the Receive
+  Maximum (measured: 3,000 unacknowledged messages with Receive Maximum 100,
+  with paho-mqtt as the client too; 120,867 with 10,000 in
+  ``bench/db_outage.py``). Without this bound every one of them would wait
+  in memory for the database.
+
+This costs one counter per QoS 1 message and one per acknowledgement batch.
 """
 
 from __future__ import annotations
@@ -61,12 +73,11 @@ class MqttSession(asyncio.Protocol):
     def __init__(self, options: wire.ConnectOptions, on_publish: PublishHandler) -> None:
         self._options = options
         self._v4 = options.protocol_level == wire.MQTT_3_1_1
-        self._on_publish = self._on_publish_v4 if self._v4 else on_publish
         self._user_on_publish = on_publish
         self._reader = wire.PacketReader(protocol_level=options.protocol_level)
         self._encode_publish = wire.encode_publish_v4 if self._v4 else wire.encode_publish
         self._encode_subscribe = wire.encode_subscribe_v4 if self._v4 else wire.encode_subscribe
-        #: 3.1.1 only: QoS 1 messages handed on and not yet acknowledged.
+        #: QoS 1 messages handed on and not yet acknowledged (module docstring).
         self._unacked = 0
         self._paused_by_flow = False
         loop = asyncio.get_running_loop()
@@ -139,23 +150,30 @@ class MqttSession(asyncio.Protocol):
             logger.exception("mqtt protocol error", extra={"event": "mqtt_protocol_error"})
             self._fail(MqttProtocolError(str(exc)))
             return
-        if not self._backlog and len(packets) <= DISPATCH_SLICE:
-            for packet in packets:
+        if not self._backlog and not self._paused_by_flow and len(packets) <= DISPATCH_SLICE:
+            for index, packet in enumerate(packets):
+                if self._paused_by_flow:  # at the bound: the rest waits for acknowledgements
+                    self._backlog.extend(packets[index:])
+                    return
                 self._dispatch(packet)
             return
         if not self._backlog and self._transport is not None:
             # Finish this read a slice per loop pass; read no more meanwhile,
             # so arrival order and the memory bound both hold.
             self._transport.pause_reading()
-            asyncio.get_running_loop().call_soon(self._dispatch_backlog)
+            if not self._paused_by_flow:
+                asyncio.get_running_loop().call_soon(self._dispatch_backlog)
         self._backlog.extend(packets)
 
     def _dispatch_backlog(self) -> None:
         backlog = self._backlog
         for _ in range(min(DISPATCH_SLICE, len(backlog))):
+            if self._paused_by_flow:
+                return  # at the bound: _release() carries on once acknowledgements come
             self._dispatch(backlog.popleft())
         if backlog:
-            asyncio.get_running_loop().call_soon(self._dispatch_backlog)
+            if not self._paused_by_flow:
+                asyncio.get_running_loop().call_soon(self._dispatch_backlog)
         elif (
             self.is_open
             and not self._reading_paused_by_owner
@@ -169,14 +187,14 @@ class MqttSession(asyncio.Protocol):
         if not self.is_open:
             return  # never acknowledged: the broker redelivers it to the next session
         if isinstance(packet, wire.Publish):
-            self._on_publish(self, packet)
+            self._on_publish_bounded(packet)
         elif isinstance(packet, wire.ConnAck):
             if not self._connack.done():
                 self._connack.set_result(packet)
         else:
             self._on_ack(packet)
 
-    def _on_publish_v4(self, session: MqttSession, packet: wire.Publish) -> None:
+    def _on_publish_bounded(self, packet: wire.Publish) -> None:
         """Count what awaits acknowledgement; stop reading at the bound (module docstring)."""
         if packet.qos:
             self._unacked += 1
@@ -187,7 +205,7 @@ class MqttSession(asyncio.Protocol):
             ):
                 self._paused_by_flow = True
                 self._transport.pause_reading()
-        self._user_on_publish(session, packet)
+        self._user_on_publish(self, packet)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Fail everything that waits on this connection."""
@@ -262,12 +280,11 @@ class MqttSession(asyncio.Protocol):
         if not self.is_open or self._transport is None or self._transport.is_closing():
             return False
         self._write(wire.encode_pubacks(packet_ids))
-        if self._v4:
-            self._release(len(packet_ids))
+        self._release(len(packet_ids))
         return True
 
     def _release(self, acknowledged: int) -> None:
-        """3.1.1: resume reading once acknowledgements bring us back under the bound."""
+        """Resume once acknowledgements bring us back under the bound (module docstring)."""
         self._unacked = max(0, self._unacked - acknowledged)
         if (
             self._paused_by_flow
@@ -277,7 +294,9 @@ class MqttSession(asyncio.Protocol):
         ):
             self._paused_by_flow = False
             self._last_rx = time.monotonic()  # the keep-alive clock restarts with reading
-            if not self._reading_paused_by_owner and not self._backlog:
+            if self._backlog:  # hand on what was read first; it resumes reading when done
+                asyncio.get_running_loop().call_soon(self._dispatch_backlog)
+            elif not self._reading_paused_by_owner:
                 self._transport.resume_reading()
 
     def pause_reading(self) -> None:
