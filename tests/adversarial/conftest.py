@@ -17,7 +17,9 @@ Runner = Callable[[list[Case], tuple[str, ...]], RunResult]
 
 
 @pytest.fixture(scope="module", params=["timescaledb", "postgresql"])
-def corpus_runner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+def corpus_runner(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runner]:
     """Runs a list of cases once on a fresh broker and database (memoised per module and backend)."""
     done: dict[int, RunResult] = {}
     workdir = tmp_path_factory.mktemp(f"adversarial-{request.param}")
@@ -27,7 +29,9 @@ def corpus_runner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             broker = start_broker(REPO_ROOT, workdir / "mosquitto")
             try:
                 with fresh_database(request.param) as dsn:
-                    done[id(cases)] = run_service(cases, broker=broker, dsn=dsn, workdir=workdir, routes=routes)
+                    done[id(cases)] = run_service(
+                        cases, broker=broker, dsn=dsn, workdir=workdir, routes=routes
+                    )
             except MissingServiceError as exc:
                 pytest.fail(str(exc), pytrace=False)
             finally:

@@ -40,6 +40,8 @@ class Case:
         payload: its exact bytes.
         device: the device its rows must name ('' when the topic names none).
         life_safety: a panic, fall or alarm that must alert despite what is garbled.
+        may_be_empty: its codec documents such a payload as meaning nothing (a z2m reset, an
+            unknown z2m action...): it may leave no row at all.
     """
 
     category: str
@@ -48,6 +50,7 @@ class Case:
     payload: bytes
     device: str
     life_safety: bool = False
+    may_be_empty: bool = False
 
 
 #: Strings that must never reach a row unchanged, or stop a batch: NUL, lone surrogates,
@@ -120,7 +123,9 @@ def _canonical_strings(ids: _Ids) -> list[Case]:
         for (_, life_safety), texts in bodies.items():
             for body in texts:
                 device = ids("j")
-                cases.append(Case("json-string", "json", _topic(device, "json"), body.encode(), device, life_safety))
+                cases.append(
+                    Case("json-string", "json", _topic(device, "json"), body.encode(), device, life_safety)
+                )
     # The same characters as raw UTF-8 bytes (and a raw NUL, which JSON forbids inside strings).
     # A raw C0 byte inside a JSON string is malformed JSON (RFC 8259 section 7): a correct
     # implementation may refuse the whole object, so only the valid-UTF-8 ones must alert.
@@ -146,7 +151,9 @@ def _canonical_numbers(ids: _Ids) -> list[Case]:
         )
         for body, life_safety in templates:
             device = ids("n")
-            cases.append(Case("json-number", "json", _topic(device, "json"), body.encode(), device, life_safety))
+            cases.append(
+                Case("json-number", "json", _topic(device, "json"), body.encode(), device, life_safety)
+            )
     return cases
 
 
@@ -171,7 +178,7 @@ def _canonical_structure(ids: _Ids) -> list[Case]:
         (b"null", False),
         (b"true", False),
         (b'"panic"', False),
-        (b"[null,1,\"x\"]", False),
+        (b'[null,1,"x"]', False),
         (b'{"ts":%d,"kind":"panic","kind":"panic"}' % NOW_MS, True),
         (b'{"ts":%d,"kind":"heart_rate","bpm":72,"bpm":400}' % NOW_MS, False),
         (b'{"ts":%d,"ts":"garbage","kind":"heart_rate","bpm":72}' % NOW_MS, False),
@@ -187,8 +194,22 @@ def _canonical_structure(ids: _Ids) -> list[Case]:
         (_obj(ts=NOW_MS, kind="teleport").encode(), False),
         (_obj(ts=NOW_MS, kind="PANIC").encode(), False),
         (_obj(ts=NOW_MS, kind="").encode(), False),
-        (b"[" + panic + b"," + b'{"ts":%d,"kind":"heart_rate","bpm":1e400,"msg_id":"\\u0000"}' % NOW_MS + b"]", True),
-        (b"[" + b'{"ts":%d,"kind":"heart_rate","bpm":72,"msg_id":"\\ud800"}' % NOW_MS + b"," + panic + b"]", True),
+        (
+            b"["
+            + panic
+            + b","
+            + b'{"ts":%d,"kind":"heart_rate","bpm":1e400,"msg_id":"\\u0000"}' % NOW_MS
+            + b"]",
+            True,
+        ),
+        (
+            b"["
+            + b'{"ts":%d,"kind":"heart_rate","bpm":72,"msg_id":"\\ud800"}' % NOW_MS
+            + b","
+            + panic
+            + b"]",
+            True,
+        ),
         (panic + b" " * (MAX_PAYLOAD + 1 - len(panic)), False),
         (panic + b" " * (MAX_PAYLOAD - len(panic)), True),
         (b"x" * (MAX_PAYLOAD + 1), False),
@@ -268,7 +289,16 @@ def _watch(ids: _Ids) -> list[Case]:
     cases = []
     for body, life_safety in bodies:
         device = ids("w")
-        cases.append(Case("watch", "watch", _topic(device, "watch"), readdress("watch", body, device), device, life_safety))
+        cases.append(
+            Case(
+                "watch",
+                "watch",
+                _topic(device, "watch"),
+                readdress("watch", body, device),
+                device,
+                life_safety,
+            )
+        )
     return cases
 
 
@@ -303,7 +333,9 @@ def _iw(ids: _Ids) -> list[Case]:
     cases = []
     for body, life_safety in bodies:
         device = ids("i")
-        cases.append(Case("iw", "iw", _topic(device, "iw"), readdress("iw", body, device), device, life_safety))
+        cases.append(
+            Case("iw", "iw", _topic(device, "iw"), readdress("iw", body, device), device, life_safety)
+        )
     return cases
 
 
@@ -354,7 +386,12 @@ def _traccar(ids: _Ids) -> list[Case]:
     bodies: list[tuple[bytes, bool]] = [
         (sos.replace(b'"name":"Meitrack: ', b'"name":"\\u0000\\ud800\\u202e'), True),
         (sos.replace(b'"name":"Meitrack: ', b'"name":"\x00\xc2\x85'), True),
-        (sos.replace(b'"eventTime":"2022-02-07T08:10:15.992+00:00"', b'"eventTime":"0001-01-01T00:00:00Z"'), True),
+        (
+            sos.replace(
+                b'"eventTime":"2022-02-07T08:10:15.992+00:00"', b'"eventTime":"0001-01-01T00:00:00Z"'
+            ),
+            True,
+        ),
         (sos.replace(b'"eventTime":"2022-02-07T08:10:15.992+00:00"', b'"eventTime":1e400'), True),
         (sos.replace(b'"eventTime":"2022-02-07T08:10:15.992+00:00"', b'"eventTime":"\\u0000"'), True),
         (sos.replace(b'"id":173', b'"id":' + b"9" * 10_000), True),
@@ -368,7 +405,12 @@ def _traccar(ids: _Ids) -> list[Case]:
         (position.replace(b'"io200":0', b'"heartRate":' + str(2**80).encode()), False),
         (position.replace(b'"io200":0', b'"heartRate":NaN'), False),
         (position.replace(b'"io200":0', b'"batteryLevel":-0'), False),
-        (position.replace(b'"deviceTime":"2019-12-20T06:28:42.000+00:00"', b'"deviceTime":"9999-12-31T23:59:59Z"'), False),
+        (
+            position.replace(
+                b'"deviceTime":"2019-12-20T06:28:42.000+00:00"', b'"deviceTime":"9999-12-31T23:59:59Z"'
+            ),
+            False,
+        ),
         (position.replace(b'"io200":0', b'"alarm":"sos,\\u0000,\\ud800"'), True),
         (b'{"event":' * 5000 + b"{}" + b"}" * 5000, False),
         (b'{"position":{},"device":{"uniqueId":"\\u0000"}}', False),
@@ -376,17 +418,29 @@ def _traccar(ids: _Ids) -> list[Case]:
     cases = []
     for body, life_safety in bodies:
         device = ids("t")
-        cases.append(Case("traccar", "traccar", _topic(device, "traccar"), readdress("traccar", body, device), device, life_safety))
+        cases.append(
+            Case(
+                "traccar",
+                "traccar",
+                _topic(device, "traccar"),
+                readdress("traccar", body, device),
+                device,
+                life_safety,
+            )
+        )
     return cases
 
 
 def _scaip(ids: _Ids) -> list[Case]:
-    base = b"<mrq><ref>r1</ref><cid>CID</cid><dty>0004</dty><mty>ME</mty><stc>0010</stc>%s<crd>gsm:</crd></mrq>"
+    base = (
+        b"<mrq><ref>r1</ref><cid>CID</cid><dty>0004</dty><mty>ME</mty><stc>0010</stc>%s<crd>gsm:</crd></mrq>"
+    )
     alarm = frame("scaip", "scaip-possum-alarm-dty4").raw
     laughs = (
         b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
         + b"".join(
-            b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10) for i in range(1, 10)
+            b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+            for i in range(1, 10)
         )
         + b"]><mrq><cid>CID</cid><mty>ME</mty><stc>10</stc><lco>&lol9;</lco></mrq>"
     )
@@ -404,9 +458,15 @@ def _scaip(ids: _Ids) -> list[Case]:
         (alarm.replace(b"<crd>gsm:</crd>", b"<crd>gsm:\x00</crd><!-- \x1b -->"), True),
         (alarm + b"<mrq>", True),
         (laughs, False),
-        (b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-         b"<mrq><cid>CID</cid><stc>10</stc><lco>&x;</lco></mrq>", False),
-        (b'<!DOCTYPE m [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x.dtd"> %p;]><mrq><cid>CID</cid></mrq>', False),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b"<mrq><cid>CID</cid><stc>10</stc><lco>&x;</lco></mrq>",
+            False,
+        ),
+        (
+            b'<!DOCTYPE m [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x.dtd"> %p;]><mrq><cid>CID</cid></mrq>',
+            False,
+        ),
         (b'<?xml version="1.0" encoding="UTF-7"?><mrq><cid>CID</cid>+ADw-!DOCTYPE</mrq>', False),
         (b"<mrq>" * 10_000, False),
         (b"<mrq><cid>CID</cid><stc>10</st", False),
@@ -420,7 +480,16 @@ def _scaip(ids: _Ids) -> list[Case]:
     for body, life_safety in bodies:
         device = ids("c")
         payload = body.replace(b"CID", device.encode())
-        cases.append(Case("scaip", "scaip", _topic(device, "scaip"), readdress("scaip", payload, device), device, life_safety))
+        cases.append(
+            Case(
+                "scaip",
+                "scaip",
+                _topic(device, "scaip"),
+                readdress("scaip", payload, device),
+                device,
+                life_safety,
+            )
+        )
     return cases
 
 
@@ -451,7 +520,9 @@ def _owntracks(ids: _Ids) -> list[Case]:
         cases.append(Case("owntracks", "owntracks", _topic(device, "owntracks"), body, device))
     for body in _owntracks_bodies():
         user, phone = ids("ou"), "ph"
-        cases.append(Case("route-owntracks", "owntracks", f"owntracks/{user}/{phone}", body, f"{user}-{phone}"))
+        cases.append(
+            Case("route-owntracks", "owntracks", f"owntracks/{user}/{phone}", body, f"{user}-{phone}")
+        )
     return cases
 
 

@@ -65,7 +65,7 @@ class RunResult:
     runtime_s: float = 0.0
 
     def vanished(self) -> list[Case]:
-        return [case for case in self.cases if not self.accounted(case)]
+        return [case for case in self.cases if not (case.may_be_empty or self.accounted(case))]
 
     def accounted(self, case: Case) -> bool:
         key = (case.topic, hashlib.sha256(case.payload).digest())
@@ -143,7 +143,13 @@ def run_service(
 
         _wait(received_all, timeout_s=30.0)
         clean_total = sum(clean_expected.values())
-        _wait(lambda: _scalar(dsn, f"SELECT count(*) FROM readings WHERE device_id LIKE 'adv-clean-%'") >= clean_total, 30.0)
+        _wait(
+            lambda: (
+                _scalar(dsn, f"SELECT count(*) FROM readings WHERE device_id LIKE 'adv-clean-%'")
+                >= clean_total
+            ),
+            30.0,
+        )
         life_safety = {case.device for case in cases if case.life_safety}
         alerted = "SELECT DISTINCT device_id FROM alerts WHERE emergency"
         _wait(lambda: life_safety <= {row[0] for row in _query(dsn, alerted)}, timeout_s=15.0, step_s=0.25)
