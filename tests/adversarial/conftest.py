@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,7 @@ Runner = Callable[[list[Case], tuple[str, ...]], RunResult]
 
 
 @pytest.fixture(scope="module", params=["timescaledb", "postgresql"])
-def corpus_runner(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Runner]:
+def corpus_runner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Runner:
     """Runs a list of cases once on a fresh broker and database (memoised per module and backend)."""
     done: dict[int, RunResult] = {}
     workdir = tmp_path_factory.mktemp(f"adversarial-{request.param}")
@@ -38,7 +36,7 @@ def corpus_runner(
                 broker.stop()
         return done[id(cases)]
 
-    yield run
+    return run
 
 
 def write_log(result: RunResult, path: Path) -> None:

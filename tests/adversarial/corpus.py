@@ -97,6 +97,11 @@ def _topic(device: str, channel: str) -> str:
     return f"carewatch/v1/{GATEWAY}/{device}/{channel}"
 
 
+def _fill(template: str, value: str) -> str:
+    """``template`` with ``@TS@`` a recent device time and ``@V@`` the hostile text, verbatim."""
+    return template.replace("@TS@", str(NOW_MS)).replace("@V@", value)
+
+
 def _obj(**fields: object) -> str:
     return json.dumps(fields)
 
@@ -107,17 +112,17 @@ def _canonical_strings(ids: _Ids) -> list[Case]:
         text = json.dumps(hostile)  # ASCII escapes: lone surrogates and NUL stay expressible
         bodies = {
             ("panic", True): [
-                '{"ts":%d,"kind":"panic","msg_id":%s}' % (NOW_MS, text),
-                '{"ts":%d,"kind":"panic","button":%s}' % (NOW_MS, text),
+                _fill('{"ts":@TS@,"kind":"panic","msg_id":@V@}', text),
+                _fill('{"ts":@TS@,"kind":"panic","button":@V@}', text),
             ],
             ("fall", True): [
-                '{"ts":%d,"kind":"fall","stage":%s,"msg_id":%s}' % (NOW_MS, text, text),
+                _fill('{"ts":@TS@,"kind":"fall","stage":@V@,"msg_id":@V@}', text),
             ],
             ("reading", False): [
-                '{"ts":%d,"kind":"heart_rate","bpm":72,"msg_id":%s}' % (NOW_MS, text),
-                '{"ts":%d,"kind":%s,"bpm":72}' % (NOW_MS, text),
-                '{"ts":%d,"kind":"heart_rate","bpm":72,%s:1}' % (NOW_MS, text),
-                '{"ts":%s,"kind":"battery","pct":50}' % text,
+                _fill('{"ts":@TS@,"kind":"heart_rate","bpm":72,"msg_id":@V@}', text),
+                _fill('{"ts":@TS@,"kind":@V@,"bpm":72}', text),
+                _fill('{"ts":@TS@,"kind":"heart_rate","bpm":72,@V@:1}', text),
+                _fill('{"ts":@V@,"kind":"battery","pct":50}', text),
             ],
         }
         for (_, life_safety), texts in bodies.items():
@@ -143,11 +148,11 @@ def _canonical_numbers(ids: _Ids) -> list[Case]:
     cases = []
     for number in HOSTILE_NUMBERS:
         templates = (
-            ('{"ts":%d,"kind":"heart_rate","bpm":%s}' % (NOW_MS, number), False),
-            ('{"ts":%s,"kind":"heart_rate","bpm":72}' % number, False),
-            ('{"ts":%s,"kind":"panic"}' % number, True),
-            ('{"ts":%d,"kind":"fall","confidence":%s}' % (NOW_MS, number), True),
-            ('{"ts":%d,"kind":"location","lat":%s,"lon":%s}' % (NOW_MS, number, number), False),
+            (_fill('{"ts":@TS@,"kind":"heart_rate","bpm":@V@}', number), False),
+            (_fill('{"ts":@V@,"kind":"heart_rate","bpm":72}', number), False),
+            (_fill('{"ts":@V@,"kind":"panic"}', number), True),
+            (_fill('{"ts":@TS@,"kind":"fall","confidence":@V@}', number), True),
+            (_fill('{"ts":@TS@,"kind":"location","lat":@V@,"lon":@V@}', number), False),
         )
         for body, life_safety in templates:
             device = ids("n")
@@ -214,8 +219,7 @@ def _canonical_structure(ids: _Ids) -> list[Case]:
         (panic + b" " * (MAX_PAYLOAD - len(panic)), True),
         (b"x" * (MAX_PAYLOAD + 1), False),
     ]
-    for cut in (1, 10, 25, len(panic) - 1):
-        bodies.append((panic[:cut], False))
+    bodies += [(panic[:cut], False) for cut in (1, 10, 25, len(panic) - 1)]
     bodies.append((panic + b"garbage", False))
     for stamp in (
         '"0001-01-01T00:00:00Z"',
@@ -459,8 +463,10 @@ def _scaip(ids: _Ids) -> list[Case]:
         (alarm + b"<mrq>", True),
         (laughs, False),
         (
-            b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-            b"<mrq><cid>CID</cid><stc>10</stc><lco>&x;</lco></mrq>",
+            (
+                b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                b"<mrq><cid>CID</cid><stc>10</stc><lco>&x;</lco></mrq>"
+            ),
             False,
         ),
         (

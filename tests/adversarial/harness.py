@@ -145,7 +145,7 @@ def run_service(
         clean_total = sum(clean_expected.values())
         _wait(
             lambda: (
-                _scalar(dsn, f"SELECT count(*) FROM readings WHERE device_id LIKE 'adv-clean-%'")
+                _scalar(dsn, "SELECT count(*) FROM readings WHERE device_id LIKE 'adv-clean-%'")
                 >= clean_total
             ),
             30.0,
@@ -154,35 +154,40 @@ def run_service(
         alerted = "SELECT DISTINCT device_id FROM alerts WHERE emergency"
         _wait(lambda: life_safety <= {row[0] for row in _query(dsn, alerted)}, timeout_s=15.0, step_s=0.25)
         time.sleep(1.0)  # let anything still in flight land before counting
-        result.received = service.metric("carewatch_ingest_messages_received_total")
-        result.ignored = service.metric("carewatch_ingest_messages_ignored_total")
-        result.db_unavailable_failures = service.metric(
-            "carewatch_ingest_flush_failures_total", 'cause="db_unavailable"'
-        )
-        try:
-            service.assert_running()
-        except AssertionError as exc:
-            result.running = str(exc)[:2000]
-        result.clean_stored = {
-            str(row[0]): int(row[1])  # type: ignore[call-overload]
-            for row in _query(
-                dsn, "SELECT device_id, count(*) FROM readings WHERE device_id LIKE 'adv-clean-%' GROUP BY 1"
-            )
-        }
-        quarantined: dict[tuple[str, bytes], list[str]] = defaultdict(list)
-        for topic, digest, reason in _query(dsn, "SELECT topic, payload_sha256, reason FROM quarantine"):
-            quarantined[(str(topic), bytes(digest))].append(str(reason or ""))  # type: ignore[arg-type]
-        result.quarantined = dict(quarantined)
-        result.devices_with_rows = {
-            str(row[0])
-            for row in _query(dsn, "SELECT device_id FROM readings UNION SELECT device_id FROM device_events")
-        }
-        result.alerted_devices = {str(row[0]) for row in _query(dsn, alerted)}
+        _collect(result, service, dsn, alerted)
     finally:
         result.log = service.log()
         service.stop_quietly()
     result.runtime_s = time.monotonic() - started
     return result
+
+
+def _collect(result: RunResult, service: IngestProcess, dsn: str, alerted: str) -> None:
+    """Read what the run left behind: metrics, rows, quarantine, alerts."""
+    result.received = service.metric("carewatch_ingest_messages_received_total")
+    result.ignored = service.metric("carewatch_ingest_messages_ignored_total")
+    result.db_unavailable_failures = service.metric(
+        "carewatch_ingest_flush_failures_total", 'cause="db_unavailable"'
+    )
+    try:
+        service.assert_running()
+    except AssertionError as exc:
+        result.running = str(exc)[:2000]
+    result.clean_stored = {
+        str(row[0]): int(row[1])  # type: ignore[call-overload]
+        for row in _query(
+            dsn, "SELECT device_id, count(*) FROM readings WHERE device_id LIKE 'adv-clean-%' GROUP BY 1"
+        )
+    }
+    quarantined: dict[tuple[str, bytes], list[str]] = defaultdict(list)
+    for topic, digest, reason in _query(dsn, "SELECT topic, payload_sha256, reason FROM quarantine"):
+        quarantined[(str(topic), bytes(digest))].append(str(reason or ""))  # type: ignore[arg-type]
+    result.quarantined = dict(quarantined)
+    result.devices_with_rows = {
+        str(row[0])
+        for row in _query(dsn, "SELECT device_id FROM readings UNION SELECT device_id FROM device_events")
+    }
+    result.alerted_devices = {str(row[0]) for row in _query(dsn, alerted)}
 
 
 def describe(cases: list[Case], limit: int = 40) -> str:

@@ -226,7 +226,7 @@ def _scaip_nothing(raw: bytes) -> bool:
     return (
         code is not None
         and int(code.group(1)) == 70
-        and not re.search(r"<mty>\s*(PI|RE)\s*</mty>", text, re.I)
+        and not re.search(r"<mty>\s*(PI|RE)\s*</mty>", text, re.IGNORECASE)
     )
 
 

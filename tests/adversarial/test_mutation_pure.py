@@ -21,8 +21,8 @@ from tests.adversarial.frames import readdress
 from tests.adversarial.harness import REASON_VOCABULARY
 from tests.adversarial.mutation import (
     CHANNELS,
-    alarm_key_gone,
     OPERATIONS,
+    alarm_key_gone,
     base_frames,
     life_safety_frames,
     may_mean_nothing,
