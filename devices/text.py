@@ -23,6 +23,7 @@ digits, invalid UTF-8, syntax errors) into a :class:`JsonError` with a clear det
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Final
 
@@ -90,6 +91,8 @@ class JsonError(ValueError):
 
 
 _NESTING = f"nesting deeper than {MAX_JSON_DEPTH}"
+#: sys.get_int_max_str_digits()'s default: longer integers are not converted.
+_INT_MAX_DIGITS = 4300
 
 
 def load_json(payload: bytes | str) -> Any:  # noqa: ANN401 - JSON is any shape; codecs check it
@@ -131,7 +134,7 @@ def _load_slowly(payload: bytes | str) -> Any:  # noqa: ANN401 - as load_json
     else:
         text = payload
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_int)
     except RecursionError:
         raise JsonError(RejectReason.MALFORMED_JSON, _NESTING) from None
     except json.JSONDecodeError as exc:
@@ -139,6 +142,18 @@ def _load_slowly(payload: bytes | str) -> Any:  # noqa: ANN401 - as load_json
     except ValueError:
         # int() refuses more than sys.get_int_max_str_digits() (4300) digits.
         raise JsonError(RejectReason.MALFORMED_JSON, "integer of more than 4300 digits") from None
+
+
+def _parse_int(text: str) -> int | float:
+    """An integer, or infinity for one of more digits than Python converts (it is beyond any float).
+
+    ``int()`` refuses more than 4300 digits; such a number is out of every
+    range a field has, so the codec judges it per field (a panic carrying one
+    in a side field is still a panic) instead of losing the whole payload.
+    """
+    if len(text) > _INT_MAX_DIGITS:
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
 
 
 def _too_deep(document: dict[str, object] | list[object]) -> bool:

@@ -240,7 +240,14 @@ def _alarm(builder: _Builder, label: str, when: _When) -> None:
         builder.add(Kind.ALARM, {"label": label}, when, identity)
 
 
+#: A position forward carries at least one of these; one with none is not a position.
+_POSITION_KEYS = ("fixTime", "deviceTime", "valid", "latitude", "longitude", "attributes")
+
+
 def _position(builder: _Builder, position: dict[str, object], *, with_alarms: bool) -> None:
+    if not any(key in position for key in _POSITION_KEYS):
+        builder.reject(RejectReason.MISSING_FIELD, "position carries no time, fix or attributes")
+        return
     fix_time = _first_time(position, ("fixTime", "deviceTime"))
     report_time = _first_time(position, ("deviceTime", "fixTime"))
     attributes = position.get("attributes")

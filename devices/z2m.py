@@ -89,6 +89,12 @@ _AVAILABILITY = "availability"
 _ACTION = "action"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Actions that are a person asking for help (an endpoint suffix may follow: ``panic_l1``).
+#: What z2m action names look like; the empty string is the reset after a press.
+_PLAIN_ACTION_RE = re.compile(r"[A-Za-z0-9_:.-]*")
+#: ``state`` values of switches, plugs, locks and covers: the device's own state, not availability.
+_SWITCH_STATES = frozenset(
+    {"on", "off", "toggle", "open", "close", "closed", "stop", "lock", "unlock", "locked"}
+)
 _PANIC_ACTION_RE = re.compile(r"(?:emergency|panic|sos)(?:_[a-z0-9]+)?")
 #: IAS zone booleans whose meaning per model is unknown: an alarm labelled with the key.
 _IAS_ALARM_KEYS = ("alarm_1", "alarm_2")
@@ -212,6 +218,9 @@ def _decode_availability(sink: _Sink, document: dict[str, object], *, required: 
         sink.add(_AVAILABILITY_KINDS[word], {})
     elif required:
         sink.reject(RejectReason.INVALID_STRUCTURE, "availability state must be online or offline")
+    elif word not in _SWITCH_STATES:
+        # Neither availability nor a switch's own state: a garbled word must not vanish.
+        sink.reject(RejectReason.UNSUPPORTED_FRAME, "state is neither availability nor a switch state")
 
 
 def _decode_state(sink: _Sink, document: dict[str, object]) -> None:
@@ -223,6 +232,12 @@ def _decode_state(sink: _Sink, document: dict[str, object]) -> None:
     action = document.get("action")
     if isinstance(action, str) and _PANIC_ACTION_RE.fullmatch(action.strip().lower()):
         add(Kind.PANIC, {})
+    elif action is not None and not isinstance(action, str):
+        sink.reject(RejectReason.WRONG_TYPE, "action must be a string")
+    elif isinstance(action, str) and not _PLAIN_ACTION_RE.fullmatch(action.strip()):
+        # z2m actions are plain words (single, double_left, emergency_1...): anything else
+        # is a garbled or unknown payload, kept for an operator rather than ignored.
+        sink.reject(RejectReason.UNSUPPORTED_FRAME, "action is not a plain word")
     if document.get("sos") is True:
         add(Kind.PANIC, {})
     for key in _IAS_ALARM_KEYS:

@@ -99,7 +99,6 @@ def test_panic_actions(action):
         "arm_all_zones",
         "disarm",
         "emergencyx",
-        7,
     ],
 )
 def test_other_actions_are_no_event(action):
@@ -476,3 +475,27 @@ def test_unexpected_error_becomes_a_rejection(monkeypatch):
     rejection = only_rejection(z2m.decode(b'{"action":"emergency"}', context()))
     assert rejection.reason is RejectReason.INVALID_STRUCTURE
     assert "boom" not in rejection.detail
+
+
+@pytest.mark.parametrize("action", [7, ["emergency"], {"a": 1}])
+def test_an_action_that_is_not_a_string_is_a_wrong_type(action):
+    decoded = z2m.decode(json.dumps({"action": action}).encode(), context())
+    assert decoded.events == []
+    assert [r.reason for r in decoded.rejections] == [RejectReason.WRONG_TYPE]
+
+
+@pytest.mark.parametrize("payload", [b'{"action":"emergency\\u0000"}', b'{"action":"\\u202eycnegreme"}'])
+def test_an_action_that_is_not_a_plain_word_is_kept_for_an_operator(payload):
+    decoded = z2m.decode(payload, context())
+    assert [r.reason for r in decoded.rejections] == [RejectReason.UNSUPPORTED_FRAME]
+
+
+@pytest.mark.parametrize("state", ["ofline", "[offline", "\u0000"])
+def test_a_state_that_is_neither_availability_nor_a_switch_state_is_kept(state):
+    decoded = z2m.decode(json.dumps({"state": state}).encode(), context())
+    assert [r.reason for r in decoded.rejections] == [RejectReason.UNSUPPORTED_FRAME]
+
+
+@pytest.mark.parametrize("state", ["ON", "OFF", "open"])
+def test_a_switch_state_is_no_event_and_no_rejection(state):
+    assert z2m.decode(json.dumps({"state": state}).encode(), context()) == Decoded([], [])
