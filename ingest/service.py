@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import random
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,10 +24,12 @@ from ingest.alerting import Alerting, maintain
 from ingest.batcher import Batcher
 from ingest.broker_stats import BrokerStats, watch_broker
 from ingest.envelope import Envelope
-from ingest.errors import MqttConnectError, MqttError
+from ingest.errors import MqttError
 from ingest.http import StatusServer
 from ingest.metrics import IngestMetrics, ProbeState, probe_database
 from ingest.pipeline import Pipeline
+from ingest.reasons import TAKEOVER, Action, action_for_error
+from ingest.reconnect import HEALTHY_AFTER_S, Backoff
 from ingest.registry import context_resolver
 from ingest.retention import run_retention
 from ingest.rule_thresholds import write_thresholds
@@ -113,7 +114,15 @@ class Intake:
         return self._subscribed and self._session is not None and self._session.is_open
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect, subscribe, and reconnect with capped jittered backoff until stopped."""
+        """Connect, subscribe, and reconnect after every loss until stopped.
+
+        The delay before each attempt comes from a capped, jittered
+        exponential :class:`Backoff` that restarts only after a session stayed
+        up for ``HEALTHY_AFTER_S``, and from the reason the broker gave
+        (:func:`action_for_error`): a takeover, a refused login or a quota
+        each wait longer, so two ingests sharing a client id or a revoked
+        password never make a tight reconnect loop.
+        """
         options = wire.ConnectOptions(
             client_id=self._settings.client_id,
             keepalive_s=self._settings.keepalive_s,
@@ -123,17 +132,43 @@ class Intake:
             password=self._settings.password,
             protocol_level=self._settings.protocol_level,
         )
-        attempt = 0
+        ssl_context = self._settings.ssl_context()
+        backoff = Backoff()
+        logged_errors: set[str] = set()
+
+        def retry_in(action: Action, cause: BaseException | None, what: str) -> float:
+            delay = backoff.next_delay_s(action.retry_after_s)
+            # An error is logged as an error once per kind; repeats are warnings.
+            level = action.level
+            if level >= logging.ERROR and action.label in logged_errors:
+                level = logging.WARNING
+            logged_errors.add(action.label)
+            detail = f" ({cause})" if cause is not None and str(cause) not in action.message else ""
+            logger.log(
+                level,
+                "mqtt %s: %s%s; retrying in %.1fs",
+                what,
+                action.message,
+                detail,
+                delay,
+                extra={"event": "mqtt_retry", "reason": action.label},
+            )
+            return delay
+
         while not stop.is_set():
+            opened: MqttSession | None = None
             try:
-                session = await MqttSession.open(
+                opened = await MqttSession.open(
                     host=self._settings.host,
                     port=self._settings.port,
                     options=options,
                     on_publish=self._on_publish,
-                    ssl_context=self._settings.ssl_context(),
+                    ssl_context=ssl_context,
+                    on_callback_failure=lambda kind: self._metrics.mqtt_callback_failures.labels(
+                        kind=kind
+                    ).inc(),
                 )
-                self._session = session
+                self._session = session = opened
                 self._subscribed = False
                 # Always (re)subscribe: harmless when the session already has it,
                 # and it repairs a session the broker expired.
@@ -141,22 +176,15 @@ class Intake:
                     await session.subscribe(topic_filter, qos=1)
                 self._subscribed = True
             except (MqttError, TimeoutError) as exc:
-                self._metrics.mqtt_connects.labels(outcome="failed").inc()
-                delay = min(30.0, 0.5 * 1.5**attempt) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-                attempt += 1
-                level = logging.ERROR if isinstance(exc, MqttConnectError) else logging.WARNING
-                logger.log(
-                    level,
-                    "mqtt connection failed (%s); retrying in %.1fs",
-                    exc,
-                    delay,
-                    extra={"event": "mqtt_retry"},
-                )
-                await wait_for_stop(stop, delay)
+                if opened is not None:
+                    opened.abort()  # a refused subscription must not leave the session half up
+                action = action_for_error(exc)
+                self._metrics.mqtt_connects.labels(outcome=action.label).inc()
+                await wait_for_stop(stop, retry_in(action, exc, "connection failed"))
                 continue
-            attempt = 0
             self._metrics.mqtt_connects.labels(outcome="connected").inc()
             self._metrics.mqtt_connected.set(1)
+            connected_at = time.monotonic()
             logger.info(
                 "connected to mqtt %s:%d (session present: %s)",
                 self._settings.host,
@@ -169,8 +197,16 @@ class Intake:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
             self._metrics.mqtt_connected.set(0)
-            if not stop.is_set():
-                logger.warning("mqtt connection lost; reconnecting", extra={"event": "mqtt_lost"})
+            if stop.is_set():
+                break
+            if time.monotonic() - connected_at >= HEALTHY_AFTER_S:
+                backoff.reset()
+            cause = session.closed.result()
+            action = action_for_error(cause)
+            self._metrics.mqtt_disconnects.labels(reason=action.label).inc()
+            if action.label == TAKEOVER:
+                self._metrics.mqtt_session_takeovers.inc()
+            await wait_for_stop(stop, retry_in(action, cause, "session ended"))
 
     def pause(self) -> None:
         """Stop taking messages; what the broker still holds stays in our session."""
