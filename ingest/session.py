@@ -160,7 +160,7 @@ class MqttSession(asyncio.Protocol):
             raise MqttTlsError(f"TLS handshake with {host}:{port} failed: {detail}") from exc
         except (OSError, TimeoutError) as exc:
             session.abort()
-            raise MqttError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from exc
+            raise MqttError(f"cannot connect to {host}:{port}: {str(exc) or 'timed out'}") from exc
         if connack.reason_code >= _FAILURE:
             session.abort()
             raise MqttConnectError(connack.reason_code)
