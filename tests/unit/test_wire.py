@@ -249,7 +249,7 @@ def test_publish_with_qos_2_is_refused_with_qos_not_supported():
     # We subscribe at QoS 1, so the broker must downgrade; see wire._qos_error.
     with pytest.raises(MqttProtocolError, match="QoS 2") as caught:
         PacketReader().feed(h("34 08 0003 612f62 0001 00"))
-    assert caught.value.reason_code == 0x9B  # noqa: PLR2004
+    assert caught.value.reason_code == 0x9B
 
 
 def test_publish_with_qos_3_is_a_protocol_error():
