@@ -64,6 +64,15 @@ class Action:
 #: The label of a session taken over (the owner counts these separately).
 TAKEOVER = "takeover"
 
+#: A takeover inferred by :class:`ingest.reconnect.TakeoverSuspicion` (no 0x8E was sent).
+SUSPECTED_TAKEOVER = Action(
+    TAKEOVER_RETRY_S,
+    logging.ERROR,
+    TAKEOVER,
+    "session keeps being closed right after connecting, without a reason: most likely another "
+    "process connects with our client id (two ingests with the same --client-id?)",
+)
+
 #: A loss with no reason code (socket closed, keep-alive, TLS): plain backoff.
 CONNECTION_LOST = Action(0.0, logging.WARNING, "lost", "connection lost")
 

@@ -67,3 +67,38 @@ class Backoff:
     def reset(self) -> None:
         """Start from ``initial_s`` again (after a connection stayed healthy)."""
         self._attempt = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class TakeoverSuspicion:
+    """Spots a session taken over when the broker does not say so.
+
+    Mosquitto 2.0.11 (the shipped broker) closes the older of two
+    connections with the same client id without the MQTT 5 DISCONNECT 0x8E
+    (its log says "already connected, closing old connection"). Seen from
+    the client, that is a session that ends without a reason soon after a
+    connect that succeeded at once. ``threshold`` such sessions in a row are
+    treated as a takeover. A broker restart does not look like that: the
+    reconnect that follows it usually fails first (the broker is still
+    starting), which clears the count.
+
+    Attributes:
+        healthy_after_s: a session that lasted this long is not suspicious.
+        threshold: short, reasonless sessions in a row that make a suspicion.
+    """
+
+    healthy_after_s: float = HEALTHY_AFTER_S
+    threshold: int = 2
+    _short_sessions: int = field(default=0, init=False)
+
+    def connect_failed(self) -> None:
+        """The broker was unreachable or refused us: whatever ended the last session, it was not a rival."""
+        self._short_sessions = 0
+
+    def session_ended(self, *, lasted_s: float, with_reason: bool) -> bool:
+        """Record how a session ended; True if it was most likely taken over."""
+        if with_reason or lasted_s >= self.healthy_after_s:
+            self._short_sessions = 0
+            return False
+        self._short_sessions += 1
+        return self._short_sessions >= self.threshold

@@ -28,8 +28,7 @@ from ingest.errors import MqttError
 from ingest.http import StatusServer
 from ingest.metrics import IngestMetrics, ProbeState, probe_database
 from ingest.pipeline import Pipeline
-from ingest.reasons import TAKEOVER, Action, action_for_error
-from ingest.reconnect import HEALTHY_AFTER_S, Backoff
+from ingest.reconnect_policy import ReconnectPolicy
 from ingest.registry import context_resolver
 from ingest.retention import run_retention
 from ingest.rule_thresholds import write_thresholds
@@ -116,12 +115,11 @@ class Intake:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, subscribe, and reconnect after every loss until stopped.
 
-        The delay before each attempt comes from a capped, jittered
-        exponential :class:`Backoff` that restarts only after a session stayed
-        up for ``HEALTHY_AFTER_S``, and from the reason the broker gave
-        (:func:`action_for_error`): a takeover, a refused login or a quota
-        each wait longer, so two ingests sharing a client id or a revoked
-        password never make a tight reconnect loop.
+        How long each wait is, and what is logged and counted, is the
+        :class:`ReconnectPolicy`'s: capped jittered backoff that restarts
+        only after a session stayed up, and longer waits for a takeover, a
+        refused login or a quota, so two ingests sharing a client id or a
+        revoked password never make a tight reconnect loop.
         """
         options = wire.ConnectOptions(
             client_id=self._settings.client_id,
@@ -133,28 +131,8 @@ class Intake:
             protocol_level=self._settings.protocol_level,
         )
         ssl_context = self._settings.ssl_context()
-        backoff = Backoff()
-        logged_errors: set[str] = set()
-
-        def retry_in(action: Action, cause: BaseException | None, what: str) -> float:
-            delay = backoff.next_delay_s(action.retry_after_s)
-            # An error is logged as an error once per kind; repeats are warnings.
-            level = action.level
-            if level >= logging.ERROR and action.label in logged_errors:
-                level = logging.WARNING
-            logged_errors.add(action.label)
-            detail = f" ({cause})" if cause is not None and str(cause) not in action.message else ""
-            logger.log(
-                level,
-                "mqtt %s: %s%s; retrying in %.1fs",
-                what,
-                action.message,
-                detail,
-                delay,
-                extra={"event": "mqtt_retry", "reason": action.label},
-            )
-            return delay
-
+        policy = ReconnectPolicy(self._metrics)
+        callback_failures = self._metrics.mqtt_callback_failures
         while not stop.is_set():
             opened: MqttSession | None = None
             try:
@@ -164,9 +142,7 @@ class Intake:
                     options=options,
                     on_publish=self._on_publish,
                     ssl_context=ssl_context,
-                    on_callback_failure=lambda kind: self._metrics.mqtt_callback_failures.labels(
-                        kind=kind
-                    ).inc(),
+                    on_callback_failure=lambda kind: callback_failures.labels(kind=kind).inc(),
                 )
                 self._session = session = opened
                 self._subscribed = False
@@ -178,13 +154,9 @@ class Intake:
             except (MqttError, TimeoutError) as exc:
                 if opened is not None:
                     opened.abort()  # a refused subscription must not leave the session half up
-                action = action_for_error(exc)
-                self._metrics.mqtt_connects.labels(outcome=action.label).inc()
-                await wait_for_stop(stop, retry_in(action, exc, "connection failed"))
+                await wait_for_stop(stop, policy.connect_failed_delay_s(exc))
                 continue
-            self._metrics.mqtt_connects.labels(outcome="connected").inc()
-            self._metrics.mqtt_connected.set(1)
-            connected_at = time.monotonic()
+            policy.connected()
             logger.info(
                 "connected to mqtt %s:%d (session present: %s)",
                 self._settings.host,
@@ -196,17 +168,10 @@ class Intake:
             waiters: list[asyncio.Future[Any]] = [session.closed, stop_wait]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
-            self._metrics.mqtt_connected.set(0)
             if stop.is_set():
+                self._metrics.mqtt_connected.set(0)
                 break
-            if time.monotonic() - connected_at >= HEALTHY_AFTER_S:
-                backoff.reset()
-            cause = session.closed.result()
-            action = action_for_error(cause)
-            self._metrics.mqtt_disconnects.labels(reason=action.label).inc()
-            if action.label == TAKEOVER:
-                self._metrics.mqtt_session_takeovers.inc()
-            await wait_for_stop(stop, retry_in(action, cause, "session ended"))
+            await wait_for_stop(stop, policy.session_ended_delay_s(session.closed.result()))
 
     def pause(self) -> None:
         """Stop taking messages; what the broker still holds stays in our session."""

@@ -82,6 +82,9 @@ class ResilientPublisher(threading.Thread):
             protocol=mqtt.MQTTv311,
             clean_session=False,
         )
+        self.lock = threading.Lock()
+        self.acked: set[int] = set()
+        self.client.on_publish = self._acknowledged
         self.client.reconnect_delay_set(0.05, 0.5)
         self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)
@@ -89,16 +92,27 @@ class ResilientPublisher(threading.Thread):
         self.client.loop_start()
         self.error: BaseException | None = None
 
+    def _acknowledged(self, _client: mqtt.Client, _userdata: object, mid: int, *_: object) -> None:
+        with self.lock:
+            self.acked.add(mid)
+
     def run(self) -> None:
         try:
-            infos = []
+            mids = []
             for number, (topic, payload) in enumerate(self.messages):
-                infos.append(self.client.publish(topic, payload, qos=1))
+                # While the broker is down paho queues the message (rc "no connection")
+                # and sends it after reconnecting; its PUBACK is what counts.
+                mids.append(self.client.publish(topic, payload, qos=1).mid)
                 if number % 50 == 0:
                     time.sleep(50 / self.rate_per_s)
-            for info in infos:
-                info.wait_for_publish(60)
-                assert info.is_published()
+            deadline = time.monotonic() + 60
+            while True:
+                with self.lock:
+                    missing = len(set(mids) - self.acked)
+                if not missing:
+                    break
+                assert time.monotonic() < deadline, f"{missing} messages never acknowledged"
+                time.sleep(0.1)
         except BaseException as exc:  # reported by the test thread
             self.error = exc
         finally:
@@ -155,9 +169,12 @@ def test_two_ingests_with_one_client_id_back_off_instead_of_kicking_each_other(
     assert max(cpu_s) < 0.1 * window_s, cpu_s
     for process, n in zip((first, second), takeovers, strict=True):
         if n:
-            log = process.log()
-            assert log.count("session taken over") == n
-            assert log.count("ERROR") >= 1
+            # Mosquitto 2.0.11 closes the old connection without DISCONNECT 0x8E,
+            # so this is the inferred takeover (ingest/reconnect.py).
+            lines = [line for line in process.log().splitlines() if "with our client id" in line]
+            assert len(lines) == n
+            assert "ERROR" in lines[0]
+            assert all("WARNING" in line for line in lines[1:])  # an error once, then warnings
 
 
 def test_mqtts_verifies_the_ca_and_the_host_name(
