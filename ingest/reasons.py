@@ -70,7 +70,8 @@ SUSPECTED_TAKEOVER = Action(
     logging.ERROR,
     TAKEOVER,
     "session keeps being closed right after connecting, without a reason: most likely another "
-    "process connects with our client id (two ingests with the same --client-id?)",
+    "process connects with our client id (two ingests with the same --client-id?), "
+    "or the broker keeps restarting",
 )
 
 #: A loss with no reason code (socket closed, keep-alive, TLS): plain backoff.

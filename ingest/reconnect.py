@@ -80,7 +80,11 @@ class TakeoverSuspicion:
     connect that succeeded at once. ``threshold`` such sessions in a row are
     treated as a takeover. A broker restart does not look like that: the
     reconnect that follows it usually fails first (the broker is still
-    starting), which clears the count.
+    starting), which clears the count, and so does a session that ended
+    with any error at all (a reset connection, a DISCONNECT): only a socket
+    the broker closed cleanly counts. A broker that restarts twice within
+    ``healthy_after_s`` and is back before our first retry still matches;
+    it then costs one longer wait, and the log line says so.
 
     Attributes:
         healthy_after_s: a session that lasted this long is not suspicious.
