@@ -108,7 +108,12 @@ class MqttSession(asyncio.Protocol):
         self._v4 = options.protocol_level == wire.MQTT_3_1_1
         self._on_publish = self._on_publish_v4 if self._v4 else on_publish
         self._user_on_publish = on_publish
-        self._reader = wire.PacketReader(options.max_packet_size, protocol_level=options.protocol_level)
+        # A 3.1.1 broker cannot be told our Maximum Packet Size, so its reader
+        # keeps the codec's larger default rather than refusing what it sends.
+        self._reader = wire.PacketReader(
+            wire.V4_MAX_PACKET_BYTES if self._v4 else options.max_packet_size,
+            protocol_level=options.protocol_level,
+        )
         self._encode_publish = wire.encode_publish_v4 if self._v4 else wire.encode_publish
         self._encode_subscribe = wire.encode_subscribe_v4 if self._v4 else wire.encode_subscribe
         #: 3.1.1 only: QoS 1 messages handed on and not yet acknowledged.

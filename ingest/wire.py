@@ -47,6 +47,9 @@ DISCONNECT = b"\xe0\x00"
 #: accepted message deliverable. tests/unit/test_session.py checks the two
 #: stay consistent.
 MAX_PACKET_SIZE = 262_144 + 65_536
+#: The reader's limit when the broker cannot be told ours (MQTT 3.1.1 has no
+#: Maximum Packet Size): large, so nothing a broker accepted is refused here.
+V4_MAX_PACKET_BYTES = 1 << 20
 
 
 #: Protocol levels (3.1.2.2): MQTT 5.0 and MQTT 3.1.1.
@@ -360,7 +363,7 @@ class PacketReader:
             parsers once, here, not per packet.
     """
 
-    def __init__(self, max_packet_bytes: int = 1 << 20, *, protocol_level: int = MQTT_5) -> None:
+    def __init__(self, max_packet_bytes: int = V4_MAX_PACKET_BYTES, *, protocol_level: int = MQTT_5) -> None:
         self._buffer = bytearray()
         self._max_packet_bytes = max_packet_bytes
         if protocol_level == MQTT_5:
