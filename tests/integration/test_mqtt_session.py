@@ -25,7 +25,7 @@ from tests.integration.test_ingest_service import count, wait_for_count
 from tests.support.broker import RunningBroker, start_broker
 from tests.support.publisher import Publisher, heart_rate_stream
 from tests.support.service import IngestProcess
-from tests.support.tls import make_ca, make_server_tls
+from tests.support.tls import make_ca, make_client_cert, make_server_tls
 
 pytestmark = [pytest.mark.db, pytest.mark.mqtt, pytest.mark.slow]
 
@@ -227,6 +227,44 @@ def test_mqtts_verifies_the_ca_and_the_host_name(
             assert "TLS handshake" in log
             assert why in log, log
             assert "ERROR" in log
+    finally:
+        broker.stop()
+
+
+def test_mqtts_with_a_client_certificate_for_a_broker_that_requires_one(
+    pgdb: TestDatabase, tmp_path: Path, processes: list[IngestProcess]
+) -> None:
+    tls = make_server_tls(tmp_path / "tls", host="localhost")
+    cert, key = make_client_cert(tmp_path / "tls", tls)
+    broker = start_broker(REPO_ROOT, tmp_path / "mosquitto", tls=tls, require_client_cert=True)
+    url = f"mqtts://localhost:{broker.tls_port}"
+    try:
+        without = ingest(
+            processes, url, pgdb.dsn, tmp_path / "without", "--mqtt-ca-file", str(tls.ca_file), ready=False
+        )
+        mutual = ingest(
+            processes,
+            url,
+            pgdb.dsn,
+            tmp_path / "mutual",
+            "--client-id",
+            "with-cert",
+            "--mqtt-ca-file",
+            str(tls.ca_file),
+            "--mqtt-cert-file",
+            str(cert),
+            "--mqtt-key-file",
+            str(key),
+        )
+        with Publisher(broker.service_port) as gateway:
+            gateway.publish_many(heart_rate_stream(50, start_ms=int(time.time() * 1000) - 60_000))
+        assert wait_for_count(pgdb.dsn, READINGS, 50, timeout_s=30) == 50
+        assert connects(mutual, "connected") == 1
+        # Without a certificate the broker ends the handshake (with TLS 1.3 just
+        # after it, while we wait for CONNACK): still a TLS error, and a long wait.
+        wait_for_metric(without, CONNECTS, 'outcome="tls"', 1, timeout_s=30)
+        assert connects(without, "connected") == 0
+        assert "CERTIFICATE_REQUIRED" in without.log()
     finally:
         broker.stop()
 

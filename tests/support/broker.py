@@ -231,6 +231,7 @@ def start_broker(
     *,
     passwd_entries: dict[str, str] | None = None,
     tls: TlsFiles | None = None,
+    require_client_cert: bool = False,
 ) -> RunningBroker:
     """Start Mosquitto from the test variant of ``repo_root/mosquitto.conf``.
 
@@ -244,6 +245,8 @@ def start_broker(
             MQTT over TLS with these files (anonymous, like the service
             listener): the shipped listener C is commented out, so a test
             cannot simply uncomment it.
+        require_client_cert: the TLS listener then wants a client
+            certificate signed by ``tls.ca_file`` (mutual TLS).
 
     Returns:
         The running broker, accepting TCP connections on both listeners.
@@ -282,6 +285,7 @@ def start_broker(
             f"certfile {_checked_path(tls.cert_file, 'certfile')}\n"
             f"keyfile {_checked_path(tls.key_file, 'keyfile')}\n"
             "tls_version tlsv1.2\nallow_anonymous true\n"
+            f"require_certificate {'true' if require_client_cert else 'false'}\n"
         )
     (workdir / "mosquitto.conf").write_text(config, encoding="utf-8")
     return _launch(workdir, service_port, device_port, tls_port)

@@ -65,3 +65,22 @@ def make_server_tls(directory: Path, *, host: str = "localhost") -> TlsFiles:
     )  # fmt: skip
     key.chmod(0o644)  # the broker may run as another user in CI
     return TlsFiles(ca_cert, cert, key)
+
+
+def make_client_cert(directory: Path, ca: TlsFiles, name: str = "carewatch-ingest") -> tuple[Path, Path]:
+    """A client certificate for ``name`` signed by ``ca``'s CA; returns the certificate and key files."""
+    key, request, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.crt"
+    extensions = directory / f"{name}.ext"
+    extensions.write_text(
+        "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n", encoding="utf-8"
+    )
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(key), "-out", str(request), "-subj", f"/CN={name}",
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(request),
+        "-CA", str(ca.ca_file), "-CAkey", str(ca.ca_file.with_suffix(".key")),
+        "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(extensions),
+    )  # fmt: skip
+    return cert, key
