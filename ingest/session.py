@@ -193,9 +193,8 @@ class MqttSession(asyncio.Protocol):
         try:
             packets = self._reader.feed(data)
         except MqttProtocolError as exc:
-            logger.error(  # noqa: TRY400 - the traceback is the parser's, the message says it all
-                "mqtt protocol error from the broker: %s; disconnecting (0x%02x)",
-                exc,
+            logger.exception(
+                "mqtt protocol error from the broker; disconnecting (0x%02x)",
                 exc.reason_code,
                 extra={"event": "mqtt_protocol_error"},
             )

@@ -417,6 +417,8 @@ class PacketReader:
 
 #: DISCONNECT reason 0x9B "QoS not supported" (3.14.2.1).
 _QOS_NOT_SUPPORTED = 0x9B
+#: QoS 2, "exactly once": the ingest never subscribes at it.
+_EXACTLY_ONCE = 2
 
 
 def _qos_error(qos: int) -> MqttProtocolError:
@@ -428,7 +430,7 @@ def _qos_error(qos: int) -> MqttProtocolError:
     0x9B and never acknowledges it) keeps the message in the broker, where
     it is redelivered. QoS 3 does not exist.
     """
-    if qos == 2:  # noqa: PLR2004
+    if qos == _EXACTLY_ONCE:
         return MqttProtocolError("PUBLISH with QoS 2 (we subscribe at QoS 1)", reason_code=_QOS_NOT_SUPPORTED)
     return MqttProtocolError("PUBLISH with QoS 3")
 
