@@ -376,3 +376,39 @@ def test_a_refused_puback_raises():
         await session.close()
 
     run(scenario)
+
+
+def test_a_broker_that_stops_answering_pings_ends_the_session_by_keep_alive():
+    async def scenario(peer: ScriptedPeer) -> None:
+        opening = asyncio.create_task(
+            MqttSession.open(
+                host="127.0.0.1",
+                port=peer.port,
+                options=wire.ConnectOptions(client_id="cw", keepalive_s=1),
+                on_publish=ignore,
+            )
+        )
+        connection = await peer.accept()
+        await connection.handshake()
+        session = await opening
+        pings = asyncio.create_task(connection.closed_by_client())  # reads PINGREQs, never answers
+        cause = await closed_with(session)
+        assert isinstance(cause, MqttError)
+        assert "keep-alive" in str(cause)
+        assert session.state is State.CLOSED
+        frames = await pings
+        assert {f.kind for f in frames} == {wire.PacketType.PINGREQ}
+
+    run(scenario)
+
+
+def test_a_server_keep_alive_in_connack_is_obeyed():
+    async def scenario(peer: ScriptedPeer) -> None:
+        # Server Keep Alive 1 s overrides our 0 (no keep-alive): pings start.
+        session, connection, _ = await connect(peer, connack_properties=b"\x13\x00\x01")
+        frame = await connection.read_frame(timeout_s=3)
+        assert frame is not None
+        assert frame.kind == wire.PacketType.PINGREQ
+        await session.close()
+
+    run(scenario)
