@@ -38,6 +38,18 @@ class MqttDisconnectError(MqttError):
         self.reason_code = reason_code
 
 
+class MqttRedeliveryError(MqttError):
+    """We ended the session ourselves so the broker redelivers messages whose handler failed.
+
+    Attributes:
+        failed_messages: how many messages the handler failed on.
+    """
+
+    def __init__(self, failed_messages: int) -> None:
+        super().__init__(f"ended the session to have {failed_messages} failed message(s) redelivered")
+        self.failed_messages = failed_messages
+
+
 class MqttTlsError(MqttError):
     """The TLS handshake failed: wrong CA, hostname mismatch, bad client certificate."""
 

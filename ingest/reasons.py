@@ -16,6 +16,7 @@ from ingest.errors import (
     MqttConnectError,
     MqttDisconnectError,
     MqttProtocolError,
+    MqttRedeliveryError,
     MqttTlsError,
     SubscribeError,
 )
@@ -151,6 +152,8 @@ def action_for_error(exc: BaseException | None) -> Action:
     for kind, packet_type in _CARRIERS:
         if isinstance(exc, kind):
             return action_for(packet_type, exc.reason_code)
+    if isinstance(exc, MqttRedeliveryError):
+        return Action(0.0, logging.WARNING, "redelivery", str(exc))
     if isinstance(exc, MqttTlsError):
         return Action(TLS_RETRY_S, logging.ERROR, "tls", str(exc))
     if isinstance(exc, MqttProtocolError):

@@ -30,9 +30,10 @@ itself.
 A malformed packet from the broker ends the session with an MQTT 5
 DISCONNECT carrying the reason (0x81, or 0x9B for a QoS 2 PUBLISH, which we
 never subscribe to: ingest/wire.py). An exception raised by the publish
-callback never reaches the receive loop: the message stays unacknowledged
-(the broker redelivers it), the failure is counted and logged once per
-exception type, and reading goes on.
+callback never reaches the receive loop: the message stays unacknowledged,
+the failure is counted and logged once per exception type, and reading
+goes on; ``redeliver_after_s`` later the session ends itself normally, so
+the broker redelivers that message on the next connection.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ingest import wire
+from ingest.callback_guard import REDELIVER_AFTER_S, CallbackGuard, FailureHook
 from ingest.errors import (
     MqttConnectError,
     MqttDisconnectError,
     MqttError,
     MqttProtocolError,
+    MqttRedeliveryError,
     MqttTlsError,
     SubscribeError,
 )
@@ -73,9 +76,6 @@ DISPATCH_SLICE = 8
 
 #: MQTT 5 reason codes at or above this are failures (2.4).
 _FAILURE = 0x80
-
-#: Told the exception type's name each time the publish callback raises.
-FailureHook = Callable[[str], None]
 
 
 class State(enum.Enum):
@@ -98,13 +98,11 @@ class MqttSession(asyncio.Protocol):
         options: wire.ConnectOptions,
         on_publish: PublishHandler,
         on_callback_failure: FailureHook | None = None,
+        redeliver_after_s: float = REDELIVER_AFTER_S,
     ) -> None:
         self._options = options
         self.state = State.CONNECTING
-        #: Inbound messages whose callback raised (left unacknowledged).
-        self.callback_failures = 0
-        self._on_callback_failure = on_callback_failure
-        self._failure_kinds_logged: set[str] = set()
+        self._guard = CallbackGuard(on_callback_failure, self._end_for_redelivery, redeliver_after_s)
         self._v4 = options.protocol_level == wire.MQTT_3_1_1
         self._on_publish = self._on_publish_v4 if self._v4 else on_publish
         self._user_on_publish = on_publish
@@ -144,6 +142,7 @@ class MqttSession(asyncio.Protocol):
         ssl_context: ssl.SSLContext | None = None,
         timeout_s: float = 10.0,
         on_callback_failure: FailureHook | None = None,
+        redeliver_after_s: float = REDELIVER_AFTER_S,
     ) -> MqttSession:
         """Connect, send CONNECT and wait for a successful CONNACK.
 
@@ -153,7 +152,7 @@ class MqttSession(asyncio.Protocol):
             MqttError: the connection failed or timed out.
         """
         loop = asyncio.get_running_loop()
-        session = cls(options, on_publish, on_callback_failure)
+        session = cls(options, on_publish, on_callback_failure, redeliver_after_s)
         try:
             async with asyncio.timeout(timeout_s):
                 await loop.create_connection(lambda: session, host, port, ssl=ssl_context)
@@ -233,40 +232,27 @@ class MqttSession(asyncio.Protocol):
             try:
                 self._on_publish(self, packet)
             except Exception as exc:  # noqa: BLE001 - nothing may stop the receive loop
-                self._callback_failed(packet, exc)
+                self._guard.failed(packet, exc)
         elif isinstance(packet, wire.ConnAck):
             if not self._connack.done():
                 self._connack.set_result(packet)
         else:
             self._on_ack(packet)
 
-    def _callback_failed(self, packet: wire.Publish, exc: Exception) -> None:
-        """Count and log (once per exception type) a callback failure; leave the message unacknowledged.
-
-        Not acknowledging is what keeps the message: the broker redelivers it
-        on the next session. Neither the payload nor the exception's text is
-        logged (either may quote device data); the type and the place are.
-        """
-        kind = type(exc).__name__
-        self.callback_failures += 1
-        if self._on_callback_failure is not None:
-            with contextlib.suppress(Exception):
-                self._on_callback_failure(kind)
-        if kind not in self._failure_kinds_logged:
-            self._failure_kinds_logged.add(kind)
-            frame = exc.__traceback__
-            while frame is not None and frame.tb_next is not None:
-                frame = frame.tb_next
-            where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
-            logger.error(
-                "publish handler raised %s at %s; message (qos %d) left unacknowledged for "
-                "redelivery; further %s failures are only counted",
-                kind,
-                where,
-                packet.qos,
-                kind,
-                extra={"event": "mqtt_callback_failed"},
-            )
+    def _end_for_redelivery(self) -> None:
+        """End the session normally so the broker resends what the callback failed on."""
+        if not self.is_open or self._transport is None:
+            return
+        logger.warning(
+            "ending the mqtt session so the broker redelivers %d message(s) whose handler failed",
+            self._guard.failures,
+            extra={"event": "mqtt_redelivery"},
+        )
+        self.state = State.CLOSING
+        self._flush_outbox()  # acknowledgements already queued still count
+        self._transport.write(wire.DISCONNECT)
+        self._transport.close()
+        self.connection_lost(MqttRedeliveryError(self._guard.failures))
 
     def _on_publish_v4(self, session: MqttSession, packet: wire.Publish) -> None:
         """Count what awaits acknowledgement; stop reading at the bound (module docstring)."""
@@ -293,10 +279,16 @@ class MqttSession(asyncio.Protocol):
         self.state = State.CLOSED
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
+        self._guard.cancel()
         if not self.closed.done():
             self.closed.set_result(exc)
 
     # -- client operations ----------------------------------------------
+
+    @property
+    def callback_failures(self) -> int:
+        """Inbound messages whose callback raised (left unacknowledged)."""
+        return self._guard.failures
 
     @property
     def is_open(self) -> bool:

@@ -12,6 +12,7 @@ from ingest.errors import (
     MqttDisconnectError,
     MqttError,
     MqttProtocolError,
+    MqttRedeliveryError,
     MqttTlsError,
     SubscribeError,
 )
@@ -97,3 +98,8 @@ def test_our_refusal_of_a_broker_packet_is_an_error_with_plain_backoff():
 def test_a_plain_connection_failure_is_a_warning_with_plain_backoff():
     action = action_for_error(MqttError("cannot connect to 127.0.0.1:1: refused"))
     assert (action.label, action.level, action.retry_after_s) == ("failed", logging.WARNING, 0.0)
+
+
+def test_ending_the_session_for_a_redelivery_reconnects_at_once():
+    action = action_for_error(MqttRedeliveryError(3))
+    assert (action.label, action.level, action.retry_after_s) == ("redelivery", logging.WARNING, 0.0)

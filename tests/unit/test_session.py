@@ -16,6 +16,7 @@ from ingest.errors import (
     MqttDisconnectError,
     MqttError,
     MqttProtocolError,
+    MqttRedeliveryError,
     SubscribeError,
 )
 from ingest.session import MqttSession, State
@@ -46,6 +47,7 @@ async def connect(
     protocol_level: int = wire.MQTT_5,
     connack_properties: bytes = b"",
     on_callback_failure: Callable[[str], None] | None = None,
+    redeliver_after_s: float = 60.0,
 ) -> tuple[MqttSession, PeerConnection, Received]:
     received: Received = []
 
@@ -59,6 +61,7 @@ async def connect(
             options=wire.ConnectOptions(client_id="cw", keepalive_s=0, protocol_level=protocol_level),
             on_publish=on_publish or keep,
             on_callback_failure=on_callback_failure,
+            redeliver_after_s=redeliver_after_s,
             timeout_s=5,
         )
     )
@@ -286,12 +289,31 @@ def test_a_raising_callback_neither_stops_reading_nor_acknowledges_the_message(
         await session.close()
         assert [f.kind for f in await connection.closed_by_client()] == [DISCONNECT]  # no PUBACK 2, 3, 4
 
-    with caplog.at_level(logging.ERROR, logger="ingest.session"):
+    with caplog.at_level(logging.ERROR, logger="ingest.callback_guard"):
         run(scenario)
     assert hooked == ["ValueError", "ValueError", "KeyError"]
     failures = [r for r in caplog.records if getattr(r, "event", "") == "mqtt_callback_failed"]
     assert [r.getMessage().split()[3] for r in failures] == ["ValueError", "KeyError"]  # once per kind
     assert "secret" not in caplog.text
+
+
+def test_after_a_callback_failure_the_session_ends_normally_so_the_broker_redelivers():
+    async def scenario(peer: ScriptedPeer) -> None:
+        def fragile(session: MqttSession, packet: wire.Publish) -> None:
+            if packet.packet_id == 1:
+                raise ValueError
+            session.ack([packet.packet_id])
+
+        session, connection, _ = await connect(peer, on_publish=fragile, redeliver_after_s=0.3)
+        connection.send(publish("t", 1) + publish("t", 2))
+        frames = await connection.closed_by_client()
+        # The good message's PUBACK goes out first, then a normal DISCONNECT (session kept).
+        assert [(f.kind, f.body) for f in frames] == [(PUBACK, b"\x00\x02"), (DISCONNECT, b"")]
+        cause = await closed_with(session)
+        assert isinstance(cause, MqttRedeliveryError)
+        assert cause.failed_messages == 1
+
+    run(scenario)
 
 
 def test_a_raising_failure_hook_is_contained_too():
