@@ -29,7 +29,14 @@ from devices.codecs import CODECS
 from devices.registry import Enforcement
 from devices.routes import RouteError, parse_route
 from ingest.errors import ConfigError, IngestError
-from ingest.options import add_dsn, add_retention, add_rules, env, retention_from
+from ingest.options import (
+    add_dsn,
+    add_mqtt_tls,
+    add_retention,
+    add_rules,
+    env,
+    retention_from,
+)
 from ingest.pipeline import PipelineSettings
 from ingest.schema import TimescaleMode, migrate
 from ingest.service import run_ingest
@@ -87,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("CAREWATCH_MQTT_CLIENT_ID", DEFAULT_CLIENT_ID),
         help="MQTT client id; the broker keeps the session under it (env CAREWATCH_MQTT_CLIENT_ID)",
     )
+    add_mqtt_tls(ingest)
     add_dsn(ingest)
     ingest.add_argument(
         "--metrics-port",
@@ -286,7 +294,11 @@ def _ingest(args: argparse.Namespace) -> int:
         MqttSettings.from_url(args.mqtt_url),
         client_id=args.client_id,
         receive_maximum=args.receive_maximum,
+        ca_file=args.mqtt_ca_file,
+        cert_file=args.mqtt_cert_file,
+        key_file=args.mqtt_key_file,
     )
+    mqtt.ssl_context()  # a missing or unreadable TLS file is a start-up error, not a retry loop
     rules = RulesConfig.load(args.rules) if args.rules else RulesConfig.default()
     try:
         routes = tuple(parse_route(spec, frozenset(CODECS)) for spec in args.route)

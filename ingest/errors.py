@@ -12,7 +12,46 @@ class MqttError(IngestError):
 
 
 class MqttProtocolError(MqttError):
-    """The broker sent something that is not valid MQTT 5 for us."""
+    """The broker sent something that is not valid MQTT 5 for us.
+
+    Attributes:
+        reason_code: the MQTT 5 DISCONNECT reason the session sends before
+            closing: 0x81 malformed packet, 0x9B QoS not supported...
+    """
+
+    def __init__(self, message: str, *, reason_code: int = 0x81) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
+class MqttDisconnectError(MqttError):
+    """The broker ended the session with a DISCONNECT packet (MQTT 5 only).
+
+    Attributes:
+        reason_code: the DISCONNECT reason code (3.14.2.1), e.g. 0x8E session
+            taken over.
+    """
+
+    def __init__(self, reason_code: int, reason_string: str | None = None) -> None:
+        detail = f": {reason_string}" if reason_string else ""
+        super().__init__(f"broker sent DISCONNECT 0x{reason_code:02x}{detail}")
+        self.reason_code = reason_code
+
+
+class MqttRedeliveryError(MqttError):
+    """We ended the session ourselves so the broker redelivers messages whose handler failed.
+
+    Attributes:
+        failed_messages: how many messages the handler failed on.
+    """
+
+    def __init__(self, failed_messages: int) -> None:
+        super().__init__(f"ended the session to have {failed_messages} failed message(s) redelivered")
+        self.failed_messages = failed_messages
+
+
+class MqttTlsError(MqttError):
+    """The TLS handshake failed: wrong CA, hostname mismatch, bad client certificate."""
 
 
 class MqttConnectError(MqttError):

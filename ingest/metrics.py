@@ -83,8 +83,11 @@ class IngestMetrics:
         "messages_quarantined",
         "messages_received",
         "messages_stored",
+        "mqtt_callback_failures",
         "mqtt_connected",
         "mqtt_connects",
+        "mqtt_disconnects",
+        "mqtt_session_takeovers",
         "outbox_pending",
         "retention_chunks_dropped",
         "retention_failures",
@@ -166,6 +169,22 @@ class IngestMetrics:
             "carewatch_ingest_mqtt_connects_total",
             "MQTT connection attempts, by outcome",
             ("outcome",),
+        )
+        self.mqtt_disconnects = counter(
+            "carewatch_ingest_mqtt_disconnects_total",
+            "Established MQTT sessions that ended, by cause (ingest/reasons.py labels)",
+            ("reason",),
+        )
+        self.mqtt_session_takeovers = counter(
+            "carewatch_ingest_mqtt_session_takeovers_total",
+            "Times the broker ended our session because another client connected with our "
+            "client id (0x8E): two ingests share a --client-id",
+        )
+        self.mqtt_callback_failures = counter(
+            "carewatch_ingest_mqtt_callback_failures_total",
+            "Inbound messages whose handler raised, by exception type; left unacknowledged "
+            "so the broker redelivers them",
+            ("kind",),
         )
         self.mqtt_connected = Gauge(
             "carewatch_ingest_mqtt_connected", "1 while connected to the broker", registry=registry

@@ -82,3 +82,28 @@ def retention_from(args: argparse.Namespace) -> RetentionSettings:
         if spec.name != "enabled"
     }
     return RetentionSettings(enabled=args.retention_enabled == "on", **values)
+
+
+def add_mqtt_tls(parser: argparse.ArgumentParser) -> None:
+    """``--mqtt-ca-file``, ``--mqtt-cert-file``, ``--mqtt-key-file``: TLS for ``mqtts://``.
+
+    There is no flag to skip certificate or host name verification: an
+    ingest that trusts any broker would acknowledge panics to an impostor.
+    """
+    group = parser.add_argument_group("MQTT over TLS (mqtts:// URLs)")
+    for name, variable, text in (
+        (
+            "ca",
+            "CAREWATCH_MQTT_CA_FILE",
+            "PEM CA file that signed the broker's certificate (default: system store)",
+        ),
+        ("cert", "CAREWATCH_MQTT_CERT_FILE", "PEM client certificate, for brokers that require one"),
+        ("key", "CAREWATCH_MQTT_KEY_FILE", "private key of --mqtt-cert-file (default: inside that file)"),
+    ):
+        group.add_argument(
+            f"--mqtt-{name}-file",
+            dest=f"mqtt_{name}_file",
+            type=Path,
+            default=os.environ.get(variable) or None,
+            help=f"{text} (env {variable})",
+        )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import random
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,10 +25,11 @@ from ingest.batcher import Batcher
 from ingest.broker_stats import BrokerStats, watch_broker
 from ingest.db_errors import ErrorClass, classify, short_reason
 from ingest.envelope import Envelope
-from ingest.errors import ConfigError, MqttConnectError, MqttError
+from ingest.errors import ConfigError, MqttError
 from ingest.http import StatusServer
 from ingest.metrics import IngestMetrics, ProbeState, probe_database
 from ingest.pipeline import MessageRows, Pipeline, quarantine
+from ingest.reconnect_policy import ReconnectPolicy
 from ingest.registry import context_resolver
 from ingest.retention import run_retention
 from ingest.rule_thresholds import write_thresholds
@@ -125,7 +125,14 @@ class Intake:
         return self._subscribed and self._session is not None and self._session.is_open
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect, subscribe, and reconnect with capped jittered backoff until stopped."""
+        """Connect, subscribe, and reconnect after every loss until stopped.
+
+        How long each wait is, and what is logged and counted, is the
+        :class:`ReconnectPolicy`'s: capped jittered backoff that restarts
+        only after a session stayed up, and longer waits for a takeover, a
+        refused login or a quota, so two ingests sharing a client id or a
+        revoked password never make a tight reconnect loop.
+        """
         options = wire.ConnectOptions(
             client_id=self._settings.client_id,
             keepalive_s=self._settings.keepalive_s,
@@ -135,17 +142,21 @@ class Intake:
             password=self._settings.password,
             protocol_level=self._settings.protocol_level,
         )
-        attempt = 0
+        ssl_context = self._settings.ssl_context()
+        policy = ReconnectPolicy(self._metrics)
+        callback_failures = self._metrics.mqtt_callback_failures
         while not stop.is_set():
+            opened: MqttSession | None = None
             try:
-                session = await MqttSession.open(
+                opened = await MqttSession.open(
                     host=self._settings.host,
                     port=self._settings.port,
                     options=options,
                     on_publish=self._on_publish,
-                    ssl_context=self._settings.ssl_context(),
+                    ssl_context=ssl_context,
+                    on_callback_failure=lambda kind: callback_failures.labels(kind=kind).inc(),
                 )
-                self._session = session
+                self._session = session = opened
                 self._subscribed = False
                 # Always (re)subscribe: harmless when the session already has it,
                 # and it repairs a session the broker expired.
@@ -153,22 +164,11 @@ class Intake:
                     await session.subscribe(topic_filter, qos=1)
                 self._subscribed = True
             except (MqttError, TimeoutError) as exc:
-                self._metrics.mqtt_connects.labels(outcome="failed").inc()
-                delay = min(30.0, 0.5 * 1.5**attempt) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-                attempt += 1
-                level = logging.ERROR if isinstance(exc, MqttConnectError) else logging.WARNING
-                logger.log(
-                    level,
-                    "mqtt connection failed (%s); retrying in %.1fs",
-                    exc,
-                    delay,
-                    extra={"event": "mqtt_retry"},
-                )
-                await wait_for_stop(stop, delay)
+                if opened is not None:
+                    opened.abort()  # a refused subscription must not leave the session half up
+                await wait_for_stop(stop, policy.connect_failed_delay_s(exc))
                 continue
-            attempt = 0
-            self._metrics.mqtt_connects.labels(outcome="connected").inc()
-            self._metrics.mqtt_connected.set(1)
+            policy.connected()
             logger.info(
                 "connected to mqtt %s:%d (session present: %s)",
                 self._settings.host,
@@ -180,9 +180,10 @@ class Intake:
             waiters: list[asyncio.Future[Any]] = [session.closed, stop_wait]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
-            self._metrics.mqtt_connected.set(0)
-            if not stop.is_set():
-                logger.warning("mqtt connection lost; reconnecting", extra={"event": "mqtt_lost"})
+            if stop.is_set():
+                self._metrics.mqtt_connected.set(0)
+                break
+            await wait_for_stop(stop, policy.session_ended_delay_s(session.closed.result()))
 
     def pause(self) -> None:
         """Stop taking messages; what the broker still holds stays in our session."""

@@ -28,23 +28,49 @@ read that crossed the bound wait, parsed, in the backlog.
   in memory for the database.
 
 This costs one counter per QoS 1 message and one per acknowledgement batch.
+
+The session is a small state machine (:class:`State`): CONNECTING until a
+successful CONNACK, CONNECTED, CLOSING once we sent DISCONNECT, CLOSED when
+the socket is gone. Every way out of CONNECTED ends in CLOSED with the
+cause as the result of :attr:`MqttSession.closed` (an
+:class:`~ingest.errors.MqttDisconnectError` carrying the broker's reason
+code, a protocol error, a keep-alive timeout, or None for a plain close);
+the owner decides from it how long to wait before reconnecting
+(ingest/reasons.py, ingest/reconnect.py). The session never reconnects by
+itself.
+
+A malformed packet from the broker ends the session with an MQTT 5
+DISCONNECT carrying the reason (0x81, or 0x9B for a QoS 2 PUBLISH, which we
+never subscribe to: ingest/wire.py). An exception raised by the publish
+callback never reaches the receive loop: the message stays unacknowledged,
+the failure is counted and logged once per exception type, and reading
+goes on; ``redeliver_after_s`` later the session ends itself normally, so
+the broker redelivers that message on the next connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ingest import wire
-from ingest.errors import MqttConnectError, MqttError, MqttProtocolError, SubscribeError
-
-if TYPE_CHECKING:
-    import ssl
+from ingest.callback_guard import REDELIVER_AFTER_S, CallbackGuard, FailureHook
+from ingest.errors import (
+    MqttConnectError,
+    MqttDisconnectError,
+    MqttError,
+    MqttProtocolError,
+    MqttRedeliveryError,
+    MqttTlsError,
+    SubscribeError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +90,39 @@ DISPATCH_SLICE = 8
 _FAILURE = 0x80
 
 
+class State(enum.Enum):
+    """Where a session is in its life; it only ever moves down this list."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
 class MqttSession(asyncio.Protocol):
     """A connected MQTT 5 client session.
 
     Create it with :meth:`open`; it is closed when :attr:`closed` is done.
     """
 
-    def __init__(self, options: wire.ConnectOptions, on_publish: PublishHandler) -> None:
+    def __init__(
+        self,
+        options: wire.ConnectOptions,
+        on_publish: PublishHandler,
+        on_callback_failure: FailureHook | None = None,
+        redeliver_after_s: float = REDELIVER_AFTER_S,
+    ) -> None:
         self._options = options
+        self.state = State.CONNECTING
+        self._guard = CallbackGuard(on_callback_failure, self._end_for_redelivery, redeliver_after_s)
         self._v4 = options.protocol_level == wire.MQTT_3_1_1
         self._user_on_publish = on_publish
-        self._reader = wire.PacketReader(protocol_level=options.protocol_level)
+        # A 3.1.1 broker cannot be told our Maximum Packet Size, so its reader
+        # keeps the codec's larger default rather than refusing what it sends.
+        self._reader = wire.PacketReader(
+            wire.V4_MAX_PACKET_BYTES if self._v4 else options.max_packet_size,
+            protocol_level=options.protocol_level,
+        )
         self._encode_publish = wire.encode_publish_v4 if self._v4 else wire.encode_publish
         self._encode_subscribe = wire.encode_subscribe_v4 if self._v4 else wire.encode_subscribe
         #: QoS 1 messages handed on and not yet acknowledged (module docstring).
@@ -104,26 +152,34 @@ class MqttSession(asyncio.Protocol):
         on_publish: PublishHandler,
         ssl_context: ssl.SSLContext | None = None,
         timeout_s: float = 10.0,
+        on_callback_failure: FailureHook | None = None,
+        redeliver_after_s: float = REDELIVER_AFTER_S,
     ) -> MqttSession:
         """Connect, send CONNECT and wait for a successful CONNACK.
 
         Raises:
             MqttConnectError: the broker refused us (bad credentials...).
+            MqttTlsError: the TLS handshake failed (certificate, hostname).
             MqttError: the connection failed or timed out.
         """
         loop = asyncio.get_running_loop()
-        session = cls(options, on_publish)
+        session = cls(options, on_publish, on_callback_failure, redeliver_after_s)
         try:
             async with asyncio.timeout(timeout_s):
                 await loop.create_connection(lambda: session, host, port, ssl=ssl_context)
                 session._write(wire.encode_connect(options))
                 connack = await asyncio.shield(session._connack)
+        except ssl.SSLError as exc:
+            session.abort()
+            detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+            raise MqttTlsError(f"TLS handshake with {host}:{port} failed: {detail}") from exc
         except (OSError, TimeoutError) as exc:
             session.abort()
-            raise MqttError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from exc
+            raise MqttError(f"cannot connect to {host}:{port}: {str(exc) or 'timed out'}") from exc
         if connack.reason_code >= _FAILURE:
             session.abort()
             raise MqttConnectError(connack.reason_code)
+        session.state = State.CONNECTED
         session.session_present = connack.session_present
         keepalive = connack.properties.get(wire.Prop.SERVER_KEEP_ALIVE, options.keepalive_s)
         receive_maximum = connack.properties.get(wire.Prop.RECEIVE_MAXIMUM, 65_535)
@@ -147,8 +203,12 @@ class MqttSession(asyncio.Protocol):
         try:
             packets = self._reader.feed(data)
         except MqttProtocolError as exc:
-            logger.exception("mqtt protocol error", extra={"event": "mqtt_protocol_error"})
-            self._fail(MqttProtocolError(str(exc)))
+            logger.exception(
+                "mqtt protocol error from the broker; disconnecting (0x%02x)",
+                exc.reason_code,
+                extra={"event": "mqtt_protocol_error"},
+            )
+            self._fail(exc, disconnect_reason=exc.reason_code)
             return
         if not self._backlog and not self._paused_by_flow and len(packets) <= DISPATCH_SLICE:
             for index, packet in enumerate(packets):
@@ -187,12 +247,30 @@ class MqttSession(asyncio.Protocol):
         if not self.is_open:
             return  # never acknowledged: the broker redelivers it to the next session
         if isinstance(packet, wire.Publish):
-            self._on_publish_bounded(packet)
+            try:
+                self._on_publish_bounded(packet)
+            except Exception as exc:  # noqa: BLE001 - nothing may stop the receive loop
+                self._guard.failed(packet, exc)
         elif isinstance(packet, wire.ConnAck):
             if not self._connack.done():
                 self._connack.set_result(packet)
         else:
             self._on_ack(packet)
+
+    def _end_for_redelivery(self) -> None:
+        """End the session normally so the broker resends what the callback failed on."""
+        if not self.is_open or self._transport is None:
+            return
+        logger.warning(
+            "ending the mqtt session so the broker redelivers %d message(s) whose handler failed",
+            self._guard.failures,
+            extra={"event": "mqtt_redelivery"},
+        )
+        self.state = State.CLOSING
+        self._flush_outbox()  # acknowledgements already queued still count
+        self._transport.write(wire.DISCONNECT)
+        self._transport.close()
+        self.connection_lost(MqttRedeliveryError(self._guard.failures))
 
     def _on_publish_bounded(self, packet: wire.Publish) -> None:
         """Count what awaits acknowledgement; stop reading at the bound (module docstring)."""
@@ -216,12 +294,19 @@ class MqttSession(asyncio.Protocol):
                 future.set_exception(error)
                 future.exception()  # mark retrieved: a lost waiter is not an error here
         self._pending.clear()
+        self.state = State.CLOSED
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
+        self._guard.cancel()
         if not self.closed.done():
             self.closed.set_result(exc)
 
     # -- client operations ----------------------------------------------
+
+    @property
+    def callback_failures(self) -> int:
+        """Inbound messages whose callback raised (left unacknowledged)."""
+        return self._guard.failures
 
     @property
     def is_open(self) -> bool:
@@ -232,14 +317,26 @@ class MqttSession(asyncio.Protocol):
         """Subscribe and wait for the SUBACK.
 
         Raises:
-            SubscribeError: the broker refused the filter (ACL, QoS).
+            SubscribeError: the broker refused the filter (ACL), or granted a
+                lower QoS than asked: at QoS 0 it would not redeliver a
+                message we failed to store, so that is a failure too.
         """
         packet_id, future = self._expect()
-        self._write(self._encode_subscribe(packet_id, topic_filter, qos=qos))
-        async with asyncio.timeout(timeout_s):
-            suback = await future
+        try:
+            self._write(self._encode_subscribe(packet_id, topic_filter, qos=qos))
+            async with asyncio.timeout(timeout_s):
+                suback = await future
+        finally:
+            self._pending.pop(packet_id, None)
         code = suback.reason_codes[0] if suback.reason_codes else _FAILURE
-        if code >= _FAILURE:
+        if code >= _FAILURE or code < qos:
+            logger.error(
+                "subscription to %r refused or downgraded (0x%02x, asked QoS %d)",
+                topic_filter,
+                code,
+                qos,
+                extra={"event": "mqtt_subscribe_refused"},
+            )
             raise SubscribeError(topic_filter, code)
 
     async def publish(
@@ -262,8 +359,13 @@ class MqttSession(asyncio.Protocol):
         assert self._send_quota is not None  # noqa: S101 - set by open()
         async with self._send_quota, asyncio.timeout(timeout_s):
             packet_id, future = self._expect()
-            self._write(self._encode_publish(topic, payload, qos=qos, packet_id=packet_id, retain=retain))
-            puback = await future
+            try:
+                self._write(self._encode_publish(topic, payload, qos=qos, packet_id=packet_id, retain=retain))
+                puback = await future
+            finally:
+                # A timed-out or failed publish must give its id back, or
+                # 65,535 of them exhaust the id space for good.
+                self._pending.pop(packet_id, None)
         # 0x10 "no matching subscribers" is a success for a publisher.
         if puback.reason_codes and puback.reason_codes[0] >= _FAILURE:
             raise MqttError(f"publish to {topic!r} refused (0x{puback.reason_codes[0]:02x})")
@@ -308,6 +410,7 @@ class MqttSession(asyncio.Protocol):
     async def close(self, timeout_s: float = 5.0) -> None:
         """Disconnect normally; the broker keeps the session for its expiry."""
         if self.is_open and self._transport is not None:
+            self.state = State.CLOSING
             self._flush_outbox()
             self._transport.write(wire.DISCONNECT)
             self._transport.close()
@@ -351,21 +454,23 @@ class MqttSession(asyncio.Protocol):
     def _on_ack(self, packet: wire.Ack) -> None:
         if packet.kind == wire.PacketType.DISCONNECT:
             code = packet.reason_codes[0] if packet.reason_codes else 0
-            logger.warning(
-                "broker disconnected us: 0x%02x %s",
-                code,
-                packet.reason_string or "",
-                extra={"event": "mqtt_server_disconnect"},
-            )
-            self._fail(MqttError(f"broker sent DISCONNECT 0x{code:02x}"))
+            # Logged by the owner, with the policy for this reason code.
+            self._fail(MqttDisconnectError(code, packet.reason_string))
             return
         future = self._pending.pop(packet.packet_id, None)
         if future is not None and not future.done():
             future.set_result(packet)
 
-    def _fail(self, exc: MqttError) -> None:
+    def _fail(self, exc: MqttError, *, disconnect_reason: int | None = None) -> None:
+        """End the session at once with ``exc``; tell an MQTT 5 broker why if we know."""
         if self._transport is not None:
-            self._transport.abort()
+            if disconnect_reason is not None and not self._v4 and not self._transport.is_closing():
+                self.state = State.CLOSING
+                self._outbox.clear()
+                self._transport.write(wire.encode_disconnect(disconnect_reason))
+                self._transport.close()  # flushes the DISCONNECT, then closes
+            else:
+                self._transport.abort()
         self.connection_lost(exc)
 
     async def _keepalive(self, keepalive_s: int) -> None:

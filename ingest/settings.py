@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from alerts import AlertPolicy
@@ -14,6 +15,9 @@ from ingest.pipeline import PipelineSettings
 from ingest.retention import RetentionSettings
 from ingest.schema import TimescaleMode
 from rules import RulesConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=carewatch"
@@ -38,6 +42,13 @@ class MqttSettings:
         keepalive_s: MQTT keep-alive.
         receive_maximum: unacknowledged messages the broker may send us.
         session_expiry_s: how long the broker keeps our session while we are away.
+        ca_file: PEM file of the CA(s) that signed the broker's certificate,
+            for ``mqtts://`` with a private CA; None trusts the system store.
+            The host name is always verified against the certificate: there
+            is deliberately no option to turn that off.
+        cert_file: PEM client certificate, for a broker that requires
+            mutual TLS (``require_certificate true``).
+        key_file: its private key (None: the key is in ``cert_file``).
         protocol: ``"5"`` (default) or ``"3.1.1"``, for brokers without MQTT 5
             (the demo's embedded amqtt). Chosen explicitly, never by falling
             back on a refused CONNECT: 3.1.1 loses retain handling (retained
@@ -58,12 +69,19 @@ class MqttSettings:
     receive_maximum: int = 10_000
     session_expiry_s: int = 7 * 24 * 3600
     protocol: str = "5"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in MQTT_PROTOCOLS:
             raise ConfigError(
                 f"MQTT protocol must be one of {', '.join(MQTT_PROTOCOLS)}, not {self.protocol!r}"
             )
+        if not self.tls and (self.ca_file or self.cert_file or self.key_file):
+            raise ConfigError("--mqtt-ca-file, --mqtt-cert-file and --mqtt-key-file need an mqtts:// URL")
+        if self.key_file and not self.cert_file:
+            raise ConfigError("--mqtt-key-file needs --mqtt-cert-file")
 
     @property
     def protocol_level(self) -> int:
@@ -96,8 +114,24 @@ class MqttSettings:
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for ``mqtts://`` (system trust store), else None."""
-        return ssl.create_default_context() if self.tls else None
+        """The TLS context for ``mqtts://``, else None.
+
+        It verifies the broker's certificate against :attr:`ca_file` (or the
+        system store) and its host name, with TLS 1.2 at least.
+
+        Raises:
+            ConfigError: a CA, certificate or key file cannot be read.
+        """
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file is not None:
+                context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the MQTT TLS files: {exc}") from exc
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,7 +6,7 @@ Why our own codec rather than paho's: measured on the 2-core target, paho
 per packet), while Mosquitto delivers about 110k msg/s to ``mosquitto_sub``.
 The ingest hot path parses whole socket reads here instead, and writes the
 PUBACKs of a committed batch in one call. Only what Carewatch uses is
-implemented: CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH at QoS 0 and 1,
+implemented: CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH at QoS 0 and 1 (QoS 2 is refused),
 PUBACK, PINGREQ/PINGRESP and DISCONNECT. References are to the OASIS MQTT
 Version 5.0 specification.
 
@@ -35,6 +35,21 @@ _PUBACK_HEADER = b"\x40\x02"
 PINGREQ = b"\xc0\x00"
 #: Normal disconnection; the session survives for its expiry interval (3.14.2.1).
 DISCONNECT = b"\xe0\x00"
+
+#: The Maximum Packet Size the ingest announces in CONNECT (3.1.2.11.4), and
+#: the largest packet its reader accepts. The broker must never send us a
+#: bigger one; MQTT 5 lets it DROP such a message for us (as if delivered), so
+#: this must be at least what the broker accepts from gateways, or a message
+#: it acknowledged to a gateway would be lost on its way to us. mosquitto.conf
+#: sets ``max_packet_size 262144`` (4x the pipeline's 64 KiB payload limit);
+#: a message forwarded to us carries the gateway's topic, payload and
+#: properties and at most a few bytes more, so 64 KiB of headroom keeps every
+#: accepted message deliverable. tests/unit/test_session.py checks the two
+#: stay consistent.
+MAX_PACKET_SIZE = 262_144 + 65_536
+#: The reader's limit when the broker cannot be told ours (MQTT 3.1.1 has no
+#: Maximum Packet Size): large, so nothing a broker accepted is refused here.
+V4_MAX_PACKET_BYTES = 1 << 20
 
 
 #: Protocol levels (3.1.2.2): MQTT 5.0 and MQTT 3.1.1.
@@ -148,6 +163,8 @@ class ConnectOptions:
             non-clean session until its own expiry, Mosquitto's
             ``persistent_client_expiration``) nor ``receive_maximum`` (the
             session enforces that bound itself by pausing reads).
+        max_packet_size: announced to an MQTT 5 broker (see
+            :data:`MAX_PACKET_SIZE`); the reader refuses bigger packets.
     """
 
     client_id: str
@@ -158,6 +175,7 @@ class ConnectOptions:
     username: str | None = None
     password: str | None = None
     protocol_level: int = MQTT_5
+    max_packet_size: int = MAX_PACKET_SIZE
 
     def __post_init__(self) -> None:
         if self.protocol_level not in (MQTT_5, MQTT_3_1_1):
@@ -181,6 +199,7 @@ def encode_connect(options: ConnectOptions) -> bytes:
         {
             Prop.SESSION_EXPIRY_INTERVAL: options.session_expiry_s,
             Prop.RECEIVE_MAXIMUM: options.receive_maximum,
+            Prop.MAXIMUM_PACKET_SIZE: options.max_packet_size,
         }
     )
     return _packet(PacketType.CONNECT << 4, header + props + payload)
@@ -226,6 +245,11 @@ def encode_publish_v4(
     first = (PacketType.PUBLISH << 4) | (qos << 1) | int(retain)
     variable = _string(topic) + (_U16.pack(packet_id) if qos else b"")
     return _packet(first, variable + payload)
+
+
+def encode_disconnect(reason_code: int) -> bytes:
+    """Build an MQTT 5 DISCONNECT with a reason code (3.14), e.g. 0x81 malformed packet."""
+    return _packet(PacketType.DISCONNECT << 4, bytes((reason_code, 0)))
 
 
 def encode_pubacks(packet_ids: list[int]) -> bytes:
@@ -339,7 +363,7 @@ class PacketReader:
             parsers once, here, not per packet.
     """
 
-    def __init__(self, max_packet_bytes: int = 1 << 20, *, protocol_level: int = MQTT_5) -> None:
+    def __init__(self, max_packet_bytes: int = V4_MAX_PACKET_BYTES, *, protocol_level: int = MQTT_5) -> None:
         self._buffer = bytearray()
         self._max_packet_bytes = max_packet_bytes
         if protocol_level == MQTT_5:
@@ -375,7 +399,7 @@ class PacketReader:
                 break
             length, body_start = length_info
             if length > self._max_packet_bytes:
-                raise MqttProtocolError(f"packet of {length} bytes exceeds the limit")
+                raise MqttProtocolError(f"packet of {length} bytes exceeds the limit", reason_code=0x95)
             end = body_start + length
             if end > size:
                 break
@@ -391,10 +415,30 @@ class PacketReader:
         return packets
 
 
+#: DISCONNECT reason 0x9B "QoS not supported" (3.14.2.1).
+_QOS_NOT_SUPPORTED = 0x9B
+#: QoS 2, "exactly once": the ingest never subscribes at it.
+_EXACTLY_ONCE = 2
+
+
+def _qos_error(qos: int) -> MqttProtocolError:
+    """Refuse a PUBLISH above QoS 1.
+
+    The ingest subscribes at QoS 1, so the broker must downgrade QoS 2
+    messages to 1 for us (3.8.4); a QoS 2 PUBLISH is a broker fault, not
+    something to half-handle: refusing it (the session disconnects with
+    0x9B and never acknowledges it) keeps the message in the broker, where
+    it is redelivered. QoS 3 does not exist.
+    """
+    if qos == _EXACTLY_ONCE:
+        return MqttProtocolError("PUBLISH with QoS 2 (we subscribe at QoS 1)", reason_code=_QOS_NOT_SUPPORTED)
+    return MqttProtocolError("PUBLISH with QoS 3")
+
+
 def _parse_publish(header: int, body: bytes) -> Publish:
     qos = (header >> 1) & 0x03
-    if qos == 3:  # noqa: PLR2004
-        raise MqttProtocolError("PUBLISH with QoS 3")
+    if qos > 1:
+        raise _qos_error(qos)
     topic_len = _U16.unpack_from(body, 0)[0]
     pos = 2 + topic_len
     topic = body[2:pos].decode()
@@ -442,8 +486,8 @@ def _parse_control(packet_type: int, body: bytes) -> Packet:
 
 def _parse_publish_v4(header: int, body: bytes) -> Publish:
     qos = (header >> 1) & 0x03
-    if qos == 3:  # noqa: PLR2004
-        raise MqttProtocolError("PUBLISH with QoS 3")
+    if qos > 1:
+        raise _qos_error(qos)
     topic_len = _U16.unpack_from(body, 0)[0]
     pos = 2 + topic_len
     topic = body[2:pos].decode()

@@ -31,6 +31,8 @@ from ingest.embedded_broker import accepts, free_port
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from tests.support.tls import TlsFiles
+
 #: Where Debian puts the broker; ``/usr/sbin`` is often missing from a non-root PATH.
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 #: The listener the repo conf gives the Carewatch services (loopback).
@@ -63,12 +65,14 @@ class RunningBroker:
         workdir: holds the rendered config, password file, ACL, log and
             persistence file.
         process: the broker process.
+        tls_port: the extra TLS listener (anonymous, loopback), if one was asked for.
     """
 
     service_port: int
     device_port: int
     workdir: Path
     process: subprocess.Popen[bytes]
+    tls_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -92,6 +96,11 @@ class RunningBroker:
             self.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.kill()
+
+    def restart(self) -> RunningBroker:
+        """Stop gracefully and start again on the same ports, config and persistence file."""
+        self.stop()
+        return _launch(self.workdir, self.service_port, self.device_port, self.tls_port)
 
     def kill(self) -> None:
         """Kill without warning (SIGKILL), as a crash would, and reap the process."""
@@ -221,6 +230,8 @@ def start_broker(
     workdir: Path,
     *,
     passwd_entries: dict[str, str] | None = None,
+    tls: TlsFiles | None = None,
+    require_client_cert: bool = False,
 ) -> RunningBroker:
     """Start Mosquitto from the test variant of ``repo_root/mosquitto.conf``.
 
@@ -230,6 +241,12 @@ def start_broker(
             copy, log and persistence file.
         passwd_entries: username -> password for the device listener. If None
             or empty, the password file is empty and nobody can log in there.
+        tls: if given, one more listener on a free loopback port speaks
+            MQTT over TLS with these files (anonymous, like the service
+            listener): the shipped listener C is commented out, so a test
+            cannot simply uncomment it.
+        require_client_cert: the TLS listener then wants a client
+            certificate signed by ``tls.ca_file`` (mutual TLS).
 
     Returns:
         The running broker, accepting TCP connections on both listeners.
@@ -251,19 +268,32 @@ def start_broker(
     _write_passwd(passwd_file, passwd_entries or {})
     acl_file = workdir / "acl"
     shutil.copyfile(repo_root / "deploy" / "mosquitto" / "acl", acl_file)
-    conf_file = workdir / "mosquitto.conf"
-    conf_file.write_text(
-        render_test_config(
-            repo_root / "mosquitto.conf",
-            workdir,
-            service_port=service_port,
-            device_port=device_port,
-            passwd_file=passwd_file,
-            acl_file=acl_file,
-        ),
-        encoding="utf-8",
+    config = render_test_config(
+        repo_root / "mosquitto.conf",
+        workdir,
+        service_port=service_port,
+        device_port=device_port,
+        passwd_file=passwd_file,
+        acl_file=acl_file,
     )
+    tls_port = None
+    if tls is not None:
+        tls_port = free_port()
+        config += (
+            f"\n# tests: a TLS listener\nlistener {tls_port} 127.0.0.1\n"
+            f"cafile {_checked_path(tls.ca_file, 'cafile')}\n"
+            f"certfile {_checked_path(tls.cert_file, 'certfile')}\n"
+            f"keyfile {_checked_path(tls.key_file, 'keyfile')}\n"
+            "tls_version tlsv1.2\nallow_anonymous true\n"
+            f"require_certificate {'true' if require_client_cert else 'false'}\n"
+        )
+    (workdir / "mosquitto.conf").write_text(config, encoding="utf-8")
+    return _launch(workdir, service_port, device_port, tls_port)
 
+
+def _launch(workdir: Path, service_port: int, device_port: int, tls_port: int | None) -> RunningBroker:
+    """Run Mosquitto on ``workdir/mosquitto.conf`` and wait until every listener accepts."""
+    conf_file = workdir / "mosquitto.conf"
     stderr_file = workdir / "mosquitto.stderr"
     with stderr_file.open("wb") as stderr:
         process = subprocess.Popen(
@@ -272,10 +302,11 @@ def start_broker(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-    broker = RunningBroker(service_port, device_port, workdir, process)
+    broker = RunningBroker(service_port, device_port, workdir, process, tls_port)
+    ports = [port for port in (service_port, device_port, tls_port) if port is not None]
 
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not (accepts(service_port) and accepts(device_port)):
+    while not all(accepts(port) for port in ports):
         exited = process.poll() is not None
         if exited or time.monotonic() > deadline:
             broker.kill()

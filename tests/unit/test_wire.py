@@ -98,14 +98,15 @@ def test_varint_longer_than_four_bytes_is_a_protocol_error():
 
 def test_connect_with_defaults_has_the_exact_mqtt5_layout():
     expected = h(
-        "10 17"  # CONNECT, remaining length 23
+        "10 1c"  # CONNECT, remaining length 28
         "0004 4d515454"  # protocol name "MQTT"
         "05"  # protocol level 5
         "00"  # flags: no clean start, no credentials
         "001e"  # keep alive 30 s
-        "08"  # properties length 8
+        "0d"  # properties length 13
         "11 00093a80"  # session expiry interval 604800 s
         "21 2710"  # receive maximum 10000
+        "27 00050000"  # maximum packet size 327680 (the broker's 262144 + headroom)
         "0002 6377"  # client id "cw"
     )
     assert encode_connect(ConnectOptions(client_id="cw")) == expected
@@ -122,11 +123,12 @@ def test_connect_with_clean_start_and_credentials_has_the_exact_mqtt5_layout():
         password="pw",  # noqa: S106 - a test credential
     )
     expected = h(
-        "10 23"  # CONNECT, remaining length 35
+        "10 28"  # CONNECT, remaining length 40
         "0004 4d515454 05"
         "c2"  # user name + password + clean start
         "003c"  # keep alive 60 s
-        "08 11 00000000 21 0064"  # session expiry 0, receive maximum 100
+        "0d 11 00000000 21 0064"  # session expiry 0, receive maximum 100
+        "27 00050000"  # maximum packet size
         "0006 696e67657374"  # client id "ingest"
         "0002 6777"  # user name "gw"
         "0002 7077"  # password "pw" (binary data)
@@ -241,6 +243,13 @@ def test_reader_parses_publish_with_empty_payload():
 
 def test_reader_decodes_utf8_topic():
     assert parse_one(h("30 05 0002 c3a9 00")).topic == "\u00e9"
+
+
+def test_publish_with_qos_2_is_refused_with_qos_not_supported():
+    # We subscribe at QoS 1, so the broker must downgrade; see wire._qos_error.
+    with pytest.raises(MqttProtocolError, match="QoS 2") as caught:
+        PacketReader().feed(h("34 08 0003 612f62 0001 00"))
+    assert caught.value.reason_code == 0x9B
 
 
 def test_publish_with_qos_3_is_a_protocol_error():
