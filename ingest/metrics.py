@@ -59,6 +59,13 @@ FORMATS = frozenset(CODECS)
 UNKNOWN_FORMAT = "unknown"
 
 
+#: Every ``rule`` label a contained failure can carry (rules/engine.py, ingest/alerting.py).
+_CONTAINED_RULES = (
+    "panic", "fall", "cancel", "heart_rate", "spo2", "body_temp", "battery", "worn",
+    "service_clock", "presence", "alerting", "unverified_alarm",
+)  # fmt: skip
+
+
 class IngestMetrics:
     """Every metric the ingest service exports."""
 
@@ -291,6 +298,8 @@ class IngestMetrics:
 
         # Closed label sets start at 0: rate() and increase() then see the
         # first failure or rejection, and alert expressions have a series to read.
+        for rule in _CONTAINED_RULES:
+            self.rule_failures.labels(rule=rule)
         for cause in (*ErrorClass, "unexpected"):
             self.flush_failures.labels(cause=cause)
         for reason in RejectReason:
