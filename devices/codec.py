@@ -10,7 +10,7 @@ the gateway's session).
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from devices.canonical import Decoded, Rejection, event_key, make_event
 from devices.errors import RejectReason
@@ -20,6 +20,11 @@ from devices.timing import TimePolicy
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
+
+#: Event flag: the event was read from a frame whose framing or syntax is broken (cut short,
+#: unterminated, not well-formed): a life-safety event a codec salvaged rather than lose. The
+#: payload is also rejected (``malformed_frame``), so its raw bytes are kept in quarantine.
+MALFORMED_FRAME_FLAG: Final = "malformed_frame"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

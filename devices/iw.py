@@ -49,9 +49,14 @@ Frames:
   because an alarm we do not understand must still reach an operator. The alarm code is
   read from the comma fields independently of the fixed-width block, so a damaged block
   does not lose the alarm (it is then filed under the receive time and flagged); an
-  ``AP10`` whose code cannot be read at all raises ``alarm`` labelled ``iw unknown`` (plus a
-  rejection recording the missing code), for the same life-safety reason. So does a lone
-  ``0``: it may be ``00`` written short, or ``01`` (SOS) cut by a TCP read.
+  ``AP10`` whose code cannot be read at all raises ``alarm`` labelled ``iw unknown`` (flagged
+  ``invalid_fields``, plus a rejection recording the missing code), for the same life-safety
+  reason. So does a lone ``0``: it may be ``00`` written short, or ``01`` (SOS) cut by a TCP
+  read. A garbled cell field that swallowed or added a comma shifts the code: it is then
+  found before the language field (see :mod:`devices.iw_alarm`), the alarm flagged
+  ``malformed_frame`` and the frame rejected so that its bytes are kept; a shifted ``00``
+  found that way is no alarm, a shifted frame without a findable code is ``iw unknown``.
+  The TRV variant's ``TRVAP10`` is the same frame.
 * ``AP03,<gsm/sat/battery block>,steps,rolls``: the keep-alive → ``heartbeat`` (with the
   battery level from the block) and ``steps`` (rolls, the tumble counter, has no kind). TRV's
   ``CP01,<gsm/gps/battery/acc/arm/mode block + settings>`` is the same heartbeat, without steps.
@@ -77,9 +82,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from devices import iw_network
+from devices import iw_alarm, iw_network
 from devices.canonical import Decoded, Rejection
-from devices.codec import EventSink, guarded, rejected
+from devices.codec import MALFORMED_FRAME_FLAG, EventSink, guarded, rejected
 from devices.errors import RejectReason
 from devices.events import Event, FieldValue, Kind
 from devices.topics import is_valid_id
@@ -106,7 +111,6 @@ _BLOCK_RE = re.compile(
 _STATUS_RE = re.compile(r"(?P<gsm>\d{3})(?P<satellites>\d{3})(?P<battery>\d{3})(?P<acc>\d)\d{4}\d*")
 _LOGIN_TYPE = "AP00"
 _ALARM_TYPE = "AP10"
-_ALARM_CODE_FIELD = 5  # after the block, MCC, MNC, LAC and CID
 _ALARM_CODE_RE = re.compile(r"\d{1,3}")
 #: A lone ``0`` is ambiguous: "no alarm" written short, or ``01`` (SOS) cut by a TCP read. It is
 #: read as an alarm of unknown cause: an operator dismisses a false one, a lost SOS is lost.
@@ -143,10 +147,13 @@ class _Frame(EventSink):
         device_time: datetime | None,
         *,
         time_required: bool = False,
+        flags: frozenset[str] = frozenset(),
     ) -> None:
         """Build one event; ``device_time`` None means the frame carries no time."""
         identity: dict[str, object] = {"format": "iw", "frame": self.text, "index": self.index, "kind": kind}
-        self.emit(kind, fields, device_time=device_time, identity=identity, time_required=time_required)
+        self.emit(
+            kind, fields, device_time=device_time, identity=identity, time_required=time_required, flags=flags
+        )
 
 
 def decode(payload: bytes, context: DecodeContext) -> Decoded:
@@ -255,29 +262,38 @@ def _on_position(frame: _Frame, frame_type: str, body: str) -> None:
 
 
 def _alarm(frame: _Frame, fields: list[str], device_time: datetime | None) -> None:
-    raw = fields[_ALARM_CODE_FIELD].strip() if len(fields) > _ALARM_CODE_FIELD else ""
+    raw, shifted = iw_alarm.locate_code(fields)
+    flags = frozenset({MALFORMED_FRAME_FLAG}) if shifted else frozenset()
+    if shifted:
+        # Kept in quarantine: the code was not where the layout puts it (a garbled cell field).
+        frame.reject(RejectReason.MALFORMED_FRAME, "AP10 fields are shifted")
     if _ALARM_CODE_RE.fullmatch(raw) is None or raw == _AMBIGUOUS_CODE:
         # AP10 is the alarm upload: an unreadable code must still reach an operator.
-        frame.reject(RejectReason.MISSING_FIELD, "AP10 alarm code missing or not numeric")
-        _emit_alarm(frame, Kind.ALARM, {"label": "iw unknown"}, device_time)
+        if not shifted:
+            frame.reject(RejectReason.MISSING_FIELD, "AP10 alarm code missing or not numeric")
+        _emit_alarm(frame, Kind.ALARM, {"label": "iw unknown"}, device_time, flags | {"invalid_fields"})
         return
     code = int(raw)
     if code == 0:
         return
     if code == _SOS_CODE:
-        _emit_alarm(frame, Kind.PANIC, {}, device_time)
+        _emit_alarm(frame, Kind.PANIC, {}, device_time, flags)
     elif code in _FALL_CODES:
-        _emit_alarm(frame, Kind.FALL, {"stage": "alarm"}, device_time)
+        _emit_alarm(frame, Kind.FALL, {"stage": "alarm"}, device_time, flags)
     else:
-        _emit_alarm(frame, Kind.ALARM, {"label": f"iw {raw}"}, device_time)
+        _emit_alarm(frame, Kind.ALARM, {"label": f"iw {raw}"}, device_time, flags)
 
 
 def _emit_alarm(
-    frame: _Frame, kind: Kind, fields: dict[str, FieldValue], device_time: datetime | None
+    frame: _Frame,
+    kind: Kind,
+    fields: dict[str, FieldValue],
+    device_time: datetime | None,
+    flags: frozenset[str],
 ) -> None:
     # A None time here means the block's time is damaged, not absent: make_event files the
     # alarm under the receive time and flags it (life-safety kinds are never rejected).
-    frame.add(kind, fields, device_time, time_required=True)
+    frame.add(kind, fields, device_time, time_required=True, flags=flags)
 
 
 def _block_time(block: re.Match[str]) -> datetime | None:

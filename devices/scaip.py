@@ -18,6 +18,16 @@ Safety:
     and parsed as text, so an encoding declaration cannot hide a declaration from that
     check.
 
+Damaged bodies (see :mod:`devices.scaip_xml`):
+    Characters XML forbids (a raw control character, ``&#0;``) are replaced before parsing,
+    so a body well-formed but for them is decoded as usual; its event is flagged
+    ``malformed_frame`` and the body is still rejected (``malformed_frame``), so the raw
+    bytes are kept. A body that still cannot be parsed (cut short, a second root) yields its
+    rejection and, only when its status code's class is an alarm (``10``) and its message
+    type is not a heartbeat or a reset, the event the mapping below gives, flagged
+    ``malformed_frame`` and identified by a readable ``<cid>`` or else the topic's device.
+    A body with a declaration is never salvaged: it is refused as a whole.
+
 Fields:
     ``ref`` message reference (echoed in the reply; kept as ``msg_id`` when at most 64
     characters, but not used alone as the event key because some units restart their
@@ -73,10 +83,11 @@ import re
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from devices import scaip_xml
 from devices.canonical import Decoded, Rejection, event_key, make_event
-from devices.codec import guarded, rejected
+from devices.codec import MALFORMED_FRAME_FLAG, guarded, rejected
 from devices.errors import RejectReason
-from devices.events import Event, FieldValue, Kind
+from devices.events import LIFE_SAFETY_KINDS, Event, FieldValue, Kind
 
 if TYPE_CHECKING:
     from devices.codec import DecodeContext
@@ -86,6 +97,8 @@ _DECLARATION_RE = re.compile(r"<!(?!--|\[CDATA\[)")
 _CODE_RE = re.compile(r"[0-9]{1,9}")
 _MAX_ID_LENGTH = 64
 _MAX_LABEL_LENGTH = 64
+_REPLACED = "\ufffd"
+_REPAIRED = "SCAIP XML held characters XML forbids (replaced before parsing)"
 
 #: Status codes whose class is known -> the event they are (see the module docstring).
 _STATUS_TABLE: dict[int, tuple[Kind, dict[str, FieldValue]]] = {
@@ -126,24 +139,82 @@ def decode(payload: bytes, context: DecodeContext) -> Decoded:
 
 
 def _decode(payload: bytes, context: DecodeContext) -> Decoded:
-    text = _text(payload)
+    raw_text = _text(payload)
+    if _DECLARATION_RE.search(raw_text):
+        return rejected(RejectReason.INVALID_STRUCTURE, "SCAIP XML must not contain a DTD or declarations")
+    text, repaired = scaip_xml.repair(raw_text)
     tags = _parse(text)
     if isinstance(tags, Rejection):
+        if tags.reason is RejectReason.MALFORMED_FRAME:
+            return _salvage(raw_text, text, tags, context)
         return Decoded([], [tags])
-    device_id = tags.get("cid") or context.device_id
+    return _request(tags, raw_text, context, repaired=repaired)
+
+
+def _request(tags: dict[str, str], raw_text: str, context: DecodeContext, *, repaired: bool) -> Decoded:
+    """Decode the tags of a parsed request (``repaired``: characters were replaced first)."""
+    device_id = _device_id(tags.get("cid", ""), context)
     if not device_id:
         return rejected(RejectReason.MISSING_FIELD, "no device identity")
     outcome = _meaning(tags)
     if isinstance(outcome, Rejection):
         return Decoded([], [outcome])
     kind, fields, flags = outcome
+    rejections: list[Rejection] = []
+    if repaired:
+        # Decoded all the same (a panic must not be lost to a control character in a side
+        # field), but the body was not XML: the raw bytes go to quarantine with the event.
+        flags |= {MALFORMED_FRAME_FLAG}
+        rejections.append(Rejection(RejectReason.MALFORMED_FRAME, _REPAIRED))
     ref = tags.get("ref", "")
     msg_id = ref if 0 < len(ref) <= _MAX_ID_LENGTH else None
+    event = _event(device_id, (kind, fields, flags), raw_text, msg_id, context)
+    if isinstance(event, Event):
+        return Decoded([event], rejections)
+    return Decoded([], [*rejections, event])
+
+
+def _salvage(raw_text: str, text: str, failure: Rejection, context: DecodeContext) -> Decoded:
+    """Raise the alarm of a body the parser refused, when its status code's class is an alarm.
+
+    Only a code the table classes as an alarm counts (an unknown code is an alarm only
+    because a *readable* message says it is an alarm message); a message type that is not an
+    alarm's (``PI``, ``RE``) raises nothing. The rejection is kept either way.
+    """
+    tags = scaip_xml.salvage(text)
+    known = _by_class(tags.get("stc"))
+    if known is None or known[0] not in LIFE_SAFETY_KINDS:
+        return Decoded([], [failure])
+    cid = tags.get("cid", "")
+    device_id = _device_id(cid if len(cid) <= _MAX_ID_LENGTH else "", context)
+    meaning = _meaning(tags)
+    if not device_id or isinstance(meaning, Rejection) or meaning[0] not in LIFE_SAFETY_KINDS:
+        return Decoded([], [failure])
+    kind, fields, flags = meaning
+    event = _event(device_id, (kind, fields, flags | {MALFORMED_FRAME_FLAG}), raw_text, None, context)
+    return Decoded([event] if isinstance(event, Event) else [], [failure])
+
+
+def _device_id(cid: str, context: DecodeContext) -> str | None:
+    """The ``cid``, else the session's device; a repaired ``cid`` only when there is no session.
+
+    A ``cid`` whose characters were replaced names no known device: its alarm would reach
+    no one's record, so the topic's device is believed first.
+    """
+    if cid and _REPLACED not in cid:
+        return cid
+    return context.device_id or cid or None
+
+
+def _event(
+    device_id: str, meaning: _Meaning, raw_text: str, msg_id: str | None, context: DecodeContext
+) -> Event | Rejection:
+    kind, fields, flags = meaning
     # Not ``ref`` alone: some units count refs from zero again after a restart, and the
     # alert store never raises the same occurrence key twice. The receive time keeps two
     # alarms apart; the payload (with its ref) keeps two messages of one instant apart.
-    item = {"payload": text, "kind": kind.value, "received_at": context.received_at.isoformat()}
-    event = make_event(
+    item = {"payload": raw_text, "kind": kind.value, "received_at": context.received_at.isoformat()}
+    return make_event(
         device_id=device_id,
         kind=kind,
         device_time=None,
@@ -155,17 +226,12 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
         policy=context.policy,
         time_required=False,
     )
-    if isinstance(event, Event):
-        return Decoded([event], [])
-    return Decoded([], [event])
 
 
 def _parse(text: str) -> dict[str, str] | Rejection:
-    """Return the stripped text of each child of ``<mrq>`` by tag name."""
-    if _DECLARATION_RE.search(text):
-        return Rejection(RejectReason.INVALID_STRUCTURE, "SCAIP XML must not contain a DTD or declarations")
+    """Return the stripped text of each child of ``<mrq>`` by tag name (declarations already refused)."""
     try:
-        root = ET.fromstring(text)  # noqa: S314 - declarations were refused above
+        root = ET.fromstring(text)  # noqa: S314 - the caller refused declarations: no entity can expand
     except ET.ParseError:
         # Most often a body cut short by the gateway: the frame, not the message, is broken.
         return Rejection(RejectReason.MALFORMED_FRAME, "SCAIP payload is not well-formed XML")

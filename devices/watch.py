@@ -22,7 +22,11 @@ Framing
       so a closing bracket only ends a frame where the payload ends or the next frame's header
       starts: the depth-balanced one when it is such a boundary, else the first one that is. A
       new frame header met before any end means the frame was cut short (a TCP read split by the
-      gateway): that frame is rejected and decoding resumes at the new header.
+      gateway): that frame is rejected and decoding resumes at the new header. A frame cut
+      short (by the next header or the end of the payload) is rejected (``malformed_frame``);
+      when it is an ``AL`` frame it is still an alarm (see :mod:`devices.watch_alarms`): the
+      alarms of its status word when that word and a comma after it arrived, else ``alarm``
+      ``general``, flagged ``malformed_frame``. No other event is read from a cut frame.
     * Binary contents (voice ``TK``/``JXTK``, images) escape ``}`` ``[`` ``]`` ``,`` ``*`` as
       ``0x7D`` followed by ``0x01``..``0x05``, so escaped bytes are never delimiters and the
       framing above holds; those frames are not telemetry and are not decoded further.
@@ -31,7 +35,9 @@ Framing
     a rejection on both halves, so the gateway must forward whole frames (it reads up to the
     matching ``]`` anyway, because it must echo ``LK`` and ``AL`` frames or the watch reboots).
 
-Content ``TYPE[,field,...]``; the type is matched case-insensitively.
+Content ``TYPE[,field,...]``; the type is matched case-insensitively. Non-printable bytes a
+gateway left around the type (a NUL before ``AL_LTE``) are stripped so the frame is still decoded;
+its events are flagged ``malformed_frame`` and the frame rejected as such (bytes kept).
 
     * Position frames: every type starting with ``UD`` (``UD``, ``UD2`` = fixes buffered while
       offline, ``UD_LTE``...), ``AL`` (alarm: ``AL``, ``AL_LTE``, ``ALCUSTOMER1``...) or ``WT``:
@@ -89,19 +95,20 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from devices import watch_network
 from devices.canonical import Decoded, Rejection
-from devices.codec import EventSink, guarded
+from devices.codec import MALFORMED_FRAME_FLAG, EventSink, guarded
 from devices.errors import RejectReason
 from devices.events import Event, FieldValue, Kind
-from devices.watch_framing import Broken, Frame
+from devices.watch_alarms import DATE, STATUS_WORD, TIME, frame_time, status_events, truncated_alarm
+from devices.watch_framing import Broken, Frame, frame_type
 from devices.watch_framing import split as _split
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
     from devices.codec import DecodeContext
 
@@ -110,26 +117,15 @@ __all__ = ["decode"]
 
 _NUMBER: Final = re.compile(rb"[+-]?(?:\d{1,20}(?:\.\d{0,20})?|\.\d{1,20})")
 _INTEGER: Final = re.compile(rb"[+-]?\d{1,18}")
-_STATUS: Final = re.compile(rb"[0-9A-Fa-f]{1,8}")
-_DIGITS6: Final = re.compile(rb"\d{6}")
 #: A type named in a rejection: a plain word, never digits that could be a value.
 _TYPE_NAME: Final = re.compile(r"[A-Z][A-Z_]{0,15}")
 #: Types known not to be telemetry (voice, images, configuration): no event, no quarantine.
 _NOT_TELEMETRY: Final = frozenset({"TKQ", "TKQ2", "TK", "JXTK", "CONFIG", "IMG", "RCAPTURE", "INIT"})
 
-#: Indexes of the position layout (after the type).
-_DATE, _TIME, _VALIDITY, _LAT, _LAT_HEMI, _LON, _LON_HEMI = 0, 1, 2, 3, 4, 5, 6
-_BATTERY, _STEPS, _STATUS_WORD = 12, 13, 15
+#: Indexes of the position layout (after the type; date, time and status: devices.watch_alarms).
+_VALIDITY, _LAT, _LAT_HEMI, _LON, _LON_HEMI = 2, 3, 4, 5, 6
+_BATTERY, _STEPS = 12, 13
 _POSITION_FIELDS: Final = 16
-
-_BIT_SOS: Final = 1 << 16
-_BIT_REMOVED: Final = 1 << 20
-_BIT_FALL: Final = 1 << 21
-_BIT_FENCE_OUT_ALARM: Final = 1 << 18
-#: Vendor: abnormal heart rate; Traccar reads it as a fall. Neither is ignored.
-_BIT_ABNORMAL_HEART_RATE: Final = 1 << 22
-#: Bits 16-22: the alarms the vendor documents. An AL frame with none of them is "general".
-_DOCUMENTED_ALARMS: Final = 0x7F << 16
 
 _MAX_BPM: Final = 300.0
 _MAX_MMHG: Final = 300.0
@@ -174,18 +170,21 @@ def _decode(payload: bytes, context: DecodeContext) -> Decoded:
     if not items:
         return Decoded([], [Rejection(RejectReason.NO_EVENTS, "no watch frame in payload")])
     for ordinal, item in enumerate(items, start=1):
+        frame = item.partial if isinstance(item, Broken) else item
         if isinstance(item, Broken):
             rejections.append(Rejection(item.reason, f"frame {ordinal}: {item.detail}"))
+        if frame is None:
             continue
-        occurrence = seen.get(item.raw, 0)
-        seen[item.raw] = occurrence + 1
+        occurrence = seen.get(frame.raw, 0)
+        seen[frame.raw] = occurrence + 1
         frame_decoder = _FrameDecoder(
-            item.device_id or context.device_id or "",
+            frame.device_id or context.device_id or "",
             context,
             prefix=f"frame {ordinal}: ",
-            frame=item,
+            frame=frame,
             ordinal=ordinal,
             occurrence=occurrence,
+            truncated=frame is not item,
         )
         try:
             frame_decoder.run()
@@ -205,23 +204,36 @@ class _FrameDecoder(EventSink):
 
     Rejections name the frame by ordinal and, once known, by category (``frame 2 (heart rate):``),
     each distinct one once (a frame's fields can fail alike). An event is identified by its
-    frame's bytes and their occurrence in the payload, never by the receive time.
+    frame's bytes and their occurrence in the payload, never by the receive time. A frame
+    that was cut short (``truncated``, already rejected by the framing) or whose type is
+    wrapped in non-printable bytes flags every event ``malformed_frame`` (``frame_flags``).
     """
 
     frame: Frame = field(kw_only=True)
     ordinal: int = field(kw_only=True)
     occurrence: int = field(kw_only=True)
+    truncated: bool = field(default=False, kw_only=True)
+    frame_flags: frozenset[str] = field(default=frozenset(), kw_only=True)
     stamp_receive_time: bool = field(default=False, kw_only=True)
     distinct: bool = field(default=True, kw_only=True)
 
     def run(self) -> None:
         """Decode the frame."""
-        content = self.frame.content
-        if not content:
+        raw_type, *values = self.frame.content.split(b",")
+        type_name, garbled = frame_type(raw_type)
+        if garbled or self.truncated:
+            self.frame_flags = frozenset({MALFORMED_FRAME_FLAG})
+        if self.truncated:
+            # An AL frame is an alarm however it was cut; any other cut frame is only rejected.
+            if type_name.startswith("AL") and (self.frame.device_id or self.context.device_id):
+                self.prefix = f"frame {self.ordinal} (alarm): "
+                truncated_alarm(self, values)
+            return
+        if not self.frame.content:
             self.reject(RejectReason.MALFORMED_FRAME, "empty frame content")
             return
-        raw_type, *values = content.split(b",")
-        type_name = raw_type.strip().decode("ascii", errors="replace").upper()
+        if garbled:
+            self.reject(RejectReason.MALFORMED_FRAME, "stray bytes around the frame type")
         handler = _handler(type_name)
         if handler is None:
             if type_name not in _NOT_TELEMETRY:
@@ -253,6 +265,7 @@ class _FrameDecoder(EventSink):
             "occurrence": self.occurrence,
             "kind": kind.value,
         }
+        flags |= self.frame_flags
         self.emit(
             kind, fields, device_time=device_time, identity=identity, time_required=time_required, flags=flags
         )
@@ -281,13 +294,13 @@ def _handler(type_name: str) -> _Handler | None:
 
 def _position_frame(frame: _FrameDecoder, values: list[bytes], type_name: str) -> None:
     alarm_frame = type_name.startswith("AL")
-    device_time = _frame_time(values[_DATE], values[_TIME]) if len(values) > _TIME else None
+    device_time = frame_time(values[DATE], values[TIME]) if len(values) > TIME else None
     if len(values) < _POSITION_FIELDS:
         frame.reject(RejectReason.MISSING_FIELD, "position frame is truncated")
         if alarm_frame:
             frame.add(Kind.ALARM, {"label": "general"}, device_time, flags=frozenset({"invalid_fields"}))
         return
-    _status_events(frame, values[_STATUS_WORD], device_time, alarm_frame=alarm_frame)
+    status_events(frame, values[STATUS_WORD], device_time, alarm_frame=alarm_frame)
     _location(frame, values, device_time, gps_valid=values[_VALIDITY].strip().upper() == b"A")
     battery = frame.attempt("battery", lambda: _percent(values[_BATTERY]))
     if battery is not None:
@@ -295,33 +308,6 @@ def _position_frame(frame: _FrameDecoder, values: list[bytes], type_name: str) -
     steps = frame.attempt("steps", lambda: _count(values[_STEPS]))
     if steps:
         frame.add(Kind.STEPS, {"count": int(steps)}, device_time)
-
-
-def _status_events(
-    frame: _FrameDecoder, raw: bytes, device_time: datetime | None, *, alarm_frame: bool
-) -> None:
-    """Every alarm bit of the status word is its own event; state bits (0-15) make none."""
-    status = _status(raw)
-    if status is None:
-        frame.reject(RejectReason.WRONG_TYPE, "status word is not hexadecimal")
-        if alarm_frame:
-            frame.add(Kind.ALARM, {"label": "general"}, device_time, flags=frozenset({"invalid_fields"}))
-        return
-    if status & _BIT_SOS:
-        frame.add(Kind.PANIC, {}, device_time)
-    if status & _BIT_FALL:
-        frame.add(Kind.FALL, {"stage": "alarm"}, device_time)
-    # Alarms the watch raised that are not a person's emergency by themselves:
-    # reported as labelled alarms so the call centre hears of them (a wearer
-    # with dementia leaving the fence, a heart rate the watch found abnormal).
-    if alarm_frame and status & _BIT_ABNORMAL_HEART_RATE:
-        frame.add(Kind.ALARM, {"label": "abnormal_heart_rate"}, device_time)
-    if alarm_frame and status & _BIT_FENCE_OUT_ALARM:
-        frame.add(Kind.ALARM, {"label": "geofence_exit"}, device_time)
-    if alarm_frame and not status & _DOCUMENTED_ALARMS:
-        frame.add(Kind.ALARM, {"label": "general"}, device_time)
-    if status & _BIT_REMOVED:
-        frame.add(Kind.WORN, {"on": False}, device_time)
 
 
 def _location(
@@ -340,30 +326,6 @@ def _location(
     fields |= network
     if fields:
         frame.add(Kind.LOCATION, fields, device_time)
-
-
-def _frame_time(date: bytes, time: bytes) -> datetime | None:
-    """``ddmmyy`` + ``hhmmss`` (UTC) -> aware datetime; None for ``000000`` or an impossible value."""
-    date, time = date.strip(), time.strip()
-    if not _DIGITS6.fullmatch(date) or not _DIGITS6.fullmatch(time):
-        return None
-    try:
-        return datetime(
-            2000 + int(date[4:6]),
-            int(date[2:4]),
-            int(date[0:2]),
-            int(time[0:2]),
-            int(time[2:4]),
-            int(time[4:6]),
-            tzinfo=UTC,
-        )
-    except ValueError:
-        return None
-
-
-def _status(raw: bytes) -> int | None:
-    text = raw.strip()
-    return int(text, 16) if _STATUS.fullmatch(text) else None
 
 
 def _coordinate(raw: bytes, hemisphere: bytes, limit: float) -> float | None:

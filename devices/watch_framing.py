@@ -12,7 +12,7 @@ from typing import Final
 
 from devices.errors import RejectReason
 
-__all__ = ["Broken", "Frame", "split"]
+__all__ = ["Broken", "Frame", "frame_type", "split"]
 
 #: ``[`` maker ``*`` id ``*`` [4-hex index ``*``] hex length ``*``.
 _HEADER: Final = re.compile(
@@ -23,6 +23,8 @@ _OPEN: Final = ord("[")
 _CLOSE: Final = ord("]")
 _ESCAPE: Final = ord("}")
 _ESCAPED: Final = frozenset(range(0x01, 0x06))
+#: Bytes that are no part of a type name: controls, space, DEL and every non-ASCII byte.
+_NOT_PRINTABLE: Final = bytes(range(0x21)) + bytes(range(0x7F, 0x100))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +38,15 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class Broken:
-    """Bytes that are not a frame: the reason and where they start."""
+    """Bytes that are not a frame: the reason and what is wrong.
+
+    ``partial`` is what an unterminated frame held (its header was whole): an ``AL`` frame cut
+    short is still an alarm, so the codec reads what it can of it.
+    """
 
     reason: RejectReason
     detail: str
+    partial: Frame | None = None
 
 
 def split(payload: bytes) -> list[Frame | Broken]:
@@ -60,15 +67,28 @@ def split(payload: bytes) -> list[Frame | Broken]:
             position = _skip_whitespace(payload, resume)
             continue
         end = _frame_end(payload, header.end())
+        device_id = header.group(2).decode("ascii")
         if end is None:
             resume = _next_header(payload, header.end())
-            items.append(Broken(RejectReason.MALFORMED_FRAME, "unterminated frame"))
+            partial = Frame(payload[position:resume], device_id, payload[header.end() : resume])
+            items.append(Broken(RejectReason.MALFORMED_FRAME, "unterminated frame", partial))
             position = _skip_whitespace(payload, resume)
             continue
-        device_id = header.group(2).decode("ascii")
         items.append(Frame(payload[position : end + 1], device_id, payload[header.end() : end]))
         position = _skip_whitespace(payload, end + 1)
     return items
+
+
+def frame_type(raw: bytes) -> tuple[str, bool]:
+    r"""The upper-case type name at the start of a frame's content, and whether it was wrapped.
+
+    A NUL or other non-printable byte a gateway left before or after the type (``\x00AL_LTE``)
+    is stripped, so the frame is still recognised (an ``AL`` frame is an alarm); bytes inside
+    the name are kept, so ``L\x00K`` stays an unknown type rather than a guess.
+    """
+    stripped = raw.strip(_NOT_PRINTABLE)
+    wrapped = bool(stripped) and len(stripped) != len(raw.strip())
+    return stripped.decode("ascii", errors="replace").upper(), wrapped
 
 
 def _skip_whitespace(payload: bytes, position: int) -> int:

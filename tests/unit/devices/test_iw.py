@@ -309,6 +309,76 @@ def test_ap10_with_unreadable_code_still_raises_an_alarm():
     assert reasons(decoded) == [RejectReason.MISSING_FIELD]
 
 
+# --- AP10 whose comma fields shifted (issue 11: a garbled alarm still alerts) -----------------
+
+SHIFTED_CELLS = {
+    "one garbled field for MCC,MNC": ",\\u00009520,3671",
+    "an escape byte for MCC,MNC": ",\x1b,9520,3671",
+    "a swallowed comma": ",4600,9520,3671",
+    "an added comma": ",4,60,0,9520,3671",
+    "an extra garbled field": ",460,0,9520,3671,?",
+}
+
+
+def shifted_ap10(cells: str, code: str = "01", language: str = "zh-cn", prefix: str = "IW") -> str:
+    return f"{prefix}AP10{BLOCK}{cells},{code},{language},00,HOME|74-DE-2B-44-88-8C|97#"
+
+
+@pytest.mark.parametrize("cells", SHIFTED_CELLS.values(), ids=SHIFTED_CELLS.keys())
+@pytest.mark.parametrize("language", ["zh-cn", "zhcn", "en"])
+def test_ap10_with_shifted_fields_still_finds_its_sos(cells, language):
+    decoded = decode(shifted_ap10(cells, language=language))
+    panic = of_kind(decoded, Kind.PANIC)
+    assert panic.observed_at == BLOCK_TIME
+    assert "malformed_frame" in panic.flags
+    assert RejectReason.MALFORMED_FRAME in reasons(decoded)
+    assert not any(event.kind is Kind.ALARM for event in decoded.events)
+
+
+@pytest.mark.parametrize("prefix", ["IW", "TRV"])
+def test_the_mutation_that_read_the_reply_flag_as_no_alarm(prefix):
+    # "460,0" replaced by one garbled field: the code position then holds the "00" after the language.
+    decoded = decode(shifted_ap10(",\\u00009520,3671", prefix=prefix))
+    assert [event.kind for event in decoded.events if event.is_life_safety] == [Kind.PANIC]
+
+
+@pytest.mark.parametrize("code", ["05", "06"])
+def test_ap10_with_shifted_fields_finds_a_fall(code):
+    fall = of_kind(decode(shifted_ap10(",4600,9520,3671", code=code)), Kind.FALL)
+    assert "malformed_frame" in fall.flags
+
+
+def test_ap10_with_shifted_fields_and_no_code_to_find_is_an_unknown_alarm():
+    decoded = decode(f"IWAP10{BLOCK},\x1b,9520,3671,x1,??,00#")
+    alarm = of_kind(decoded, Kind.ALARM)
+    assert alarm.fields == {"label": "iw unknown"}
+    assert alarm.flags >= {"malformed_frame", "invalid_fields"}
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
+
+
+def test_ap10_with_shifted_fields_and_an_explicit_00_is_no_alarm_but_kept():
+    decoded = decode(shifted_ap10(",4600,9520,3671", code="00"))
+    assert not any(event.is_life_safety for event in decoded.events)
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
+
+
+def test_ap10_with_a_non_numeric_code_in_place_is_an_unknown_alarm_flagged():
+    decoded = decode(ap10("x1"))
+    alarm = of_kind(decoded, Kind.ALARM)
+    assert alarm.fields == {"label": "iw unknown"}
+    assert "invalid_fields" in alarm.flags
+
+
+def test_trv_ap10_with_shifted_fields_still_finds_its_sos():
+    decoded = decode(shifted_ap10(",4600,9520,3671", prefix="TRV"))
+    assert "malformed_frame" in of_kind(decoded, Kind.PANIC).flags
+
+
+def test_ap01_with_shifted_fields_raises_no_alarm():
+    decoded = decode(f"IWAP01{BLOCK},4600,9520,3671,01,zh-cn,00#")
+    assert not any(event.is_life_safety for event in decoded.events)
+
+
 def test_ap10_with_damaged_block_keeps_the_alarm_under_receive_time():
     decoded = decode(f"IWAP10250601A22XX.9806N{CELLS},01,zh-cn,00#")
     (panic,) = decoded.events

@@ -279,8 +279,8 @@ def test_declarations_are_refused(payload):
         b"",
         b"   ",
         b"PI 26317",
-        b"<mrq><cid>42</cid><stc>0010</stc>",
-        b"<mrq><cid>42</cid><stc>0010</mrq>",
+        b"<mrq><cid>42</cid><stc>0070</stc>",
+        b"<mrq><cid>42</cid><stc>0070</mrq>",
         b"<mrq><cid>42</cid></mrq><mrq><cid>43</cid></mrq>",
         b"<mrs><ref>1</ref><snu>0</snu></mrs>",
         b"<message><cid>42</cid></message>",
@@ -296,6 +296,111 @@ def test_malformed_bodies(payload):
     expected = RejectReason.UNSUPPORTED_FRAME if well_formed_other else RejectReason.MALFORMED_FRAME
     assert rejection.reason is expected
     assert "42" not in rejection.detail
+
+
+# --- damaged bodies (issue 11: a garbled alarm still alerts) -------------------------------
+
+MANUAL_ALARM = (
+    "<mrq><ref>r1</ref><cid>42</cid><dty>0004</dty><mty>ME</mty><stc>0010</stc>{}<crd>gsm:</crd></mrq>"
+)
+
+
+def salvaged_panic(decoded: Decoded, device_id: str = "42") -> None:
+    """One panic flagged malformed_frame, and the body rejected as malformed (raw bytes kept)."""
+    assert [(event.kind, event.device_id) for event in decoded.events] == [(Kind.PANIC, device_id)]
+    assert "malformed_frame" in decoded.events[0].flags
+    assert decoded.events[0].time_source is TimeSource.RECEIVED
+    assert [rejection.reason for rejection in decoded.rejections] == [RejectReason.MALFORMED_FRAME]
+    assert "42" not in decoded.rejections[0].detail
+
+
+@pytest.mark.parametrize(
+    "side",
+    [
+        "<lco>\x01\x02\x1b[2J</lco>",
+        "<lco>&#0;&#x1;&#xD800;</lco>",
+        "<lco>&#1114112;&#99999999999999;</lco>",
+        "<ref>\x00</ref>",
+        "<lco>\ufffe</lco>",
+        "<!-- \x1b -->",
+    ],
+)
+def test_characters_xml_forbids_in_a_side_field_do_not_lose_the_alarm(side):
+    salvaged_panic(run(MANUAL_ALARM.format(side).encode()))
+
+
+def test_nul_message_type_is_repaired_and_the_alarm_kept():
+    body = MANUAL_ALARM.format("").replace("<mty>ME</mty>", "<mty>\x00</mty>")
+    salvaged_panic(run(body.encode()))
+
+
+def test_nul_in_the_callback_route_of_a_real_capture():
+    body = "<mrq><ref>1925996942</ref><cid>42</cid><dty>4</dty><stc>10</stc><crd>gsm:\x00</crd></mrq>"
+    salvaged_panic(run(body.encode()))
+
+
+def test_a_repaired_body_that_is_no_alarm_is_decoded_and_still_quarantined():
+    decoded = run(b"<mrq><cid>42</cid><mty>PI</mty><stc>0067</stc><lco>\x00</lco></mrq>")
+    assert [event.kind for event in decoded.events] == [Kind.HEARTBEAT]
+    assert [rejection.reason for rejection in decoded.rejections] == [RejectReason.MALFORMED_FRAME]
+
+
+def test_valid_character_references_are_kept():
+    decoded = run(mrq(cid="4&#50;", stc="0010"))
+    assert [(event.kind, event.device_id, event.flags) for event in decoded.events] == [
+        (Kind.PANIC, "42", frozenset())
+    ]
+    assert decoded.rejections == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        MANUAL_ALARM.format("") + "<mrq>",
+        MANUAL_ALARM.format("")[: -len("rq>")],
+        MANUAL_ALARM.format("").replace("</crd></mrq>", "</crd></m"),
+        "<mrq><cid>42</cid><stc>10</st",
+        "<mrq><cid>42</cid><stc>0010</mrq>",
+        "<mrq><cid>42</cid><stc>10</stc></mrq" + "\x00" * 10,
+        "<?xml version='1.0'?><s:mrq xmlns:s='urn:x'><s:cid>42</s:cid><s:stc> 0010 </s:stc><lco>&bad</lco>",
+    ],
+)
+def test_a_broken_body_with_a_manual_alarm_is_salvaged(body):
+    salvaged_panic(run(body.encode()))
+
+
+def test_a_salvaged_alarm_without_a_readable_cid_belongs_to_the_session():
+    body = "<mrq><cid>4\x00</cid><stc>0010</stc></mrq><mrq>"
+    salvaged_panic(run(body.encode(), device_id="session-7"), device_id="session-7")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<mrq><cid>42</cid><stc>0016</stc></mrq><mrq>",  # low battery: technical
+        "<mrq><cid>42</cid><stc>0067</stc></mrq><mrq>",  # unknown code: not salvaged from broken XML
+        "<mrq><cid>42</cid><stc>0070</stc></mrq><mrq>",
+        "<mrq><cid>42</cid><stc>0019</stc></mrq><mrq>",
+        "<mrq><cid>42</cid><mty>PI</mty><stc>0010</stc></mrq><mrq>",
+        "<mrq><cid>42</cid><mty>RE</mty><stc>0010</stc></mrq><mrq>",
+        "<mrq><cid>42</cid><stc>001",  # the code itself is cut: it may have been another
+        "<mrq><cid>42</cid><!-- <stc>10</stc> --></mrq><mrq>",
+        "<mrq><cid>42</cid><![CDATA[<stc>10</stc>]]></mrq><mrq>",
+        "<mrs><cid>42</cid><stc>10</stc></mrs><mrs>",
+        "<html><stc>10</stc></html",
+    ],
+)
+def test_nothing_but_an_alarm_class_code_of_a_request_is_salvaged(body):
+    decoded = run(body.encode())
+    assert decoded.events == []
+    assert [rejection.reason for rejection in decoded.rejections] == [RejectReason.MALFORMED_FRAME]
+
+
+def test_a_body_with_a_declaration_is_never_salvaged_nor_expanded():
+    body = '<!DOCTYPE m [<!ENTITY x "&#0;">]><mrq><cid>42</cid><stc>10</stc><lco>&x;</lco></mrq><mrq>'
+    decoded = run(body.encode())
+    assert decoded.events == []
+    assert [rejection.reason for rejection in decoded.rejections] == [RejectReason.INVALID_STRUCTURE]
 
 
 # --- robustness ------------------------------------------------------------------------------
@@ -322,7 +427,10 @@ def test_random_requests_never_raise(tags):
     body = "".join(f"<{name}>{value}</{name}>" for name, value in tags.items())
     decoded = scaip.decode(f"<mrq>{body}</mrq>".encode(errors="surrogatepass"), context(device_id="fallback"))
     assert isinstance(decoded, Decoded)
-    assert len(decoded.events) + len(decoded.rejections) <= 1
+    # At most one event; a body repaired before parsing also has its rejection.
+    assert len(decoded.events) <= 1
+    assert len(decoded.rejections) <= 1
+    assert decoded.events or decoded.rejections
 
 
 def test_unexpected_error_becomes_a_rejection(monkeypatch):

@@ -585,6 +585,78 @@ def test_bare_alarm_frame_is_an_alarm_under_receive_time():
     assert alarm.flags == {"invalid_fields", "bad_timestamp"}
 
 
+# --- AL frames cut short or garbled (issue 11: a garbled alarm still alerts) ------------------
+
+SOS_AL = position("AL_LTE", status="00010000", validity="V")
+
+
+def unterminated(text: str) -> str:
+    assert text.endswith("]")
+    return text[:-1]
+
+
+def test_al_frame_cut_in_half_is_an_alarm_of_unknown_cause():
+    decoded = decode(SOS_AL[: SOS_AL.index("115930,") + len("115930,")])
+    (alarm,) = decoded.events
+    assert (alarm.kind, dict(alarm.fields), alarm.device_id) == (Kind.ALARM, {"label": "general"}, DEVICE)
+    assert alarm.observed_at == FRAME_TIME
+    assert "malformed_frame" in alarm.flags
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
+
+
+@pytest.mark.parametrize(("status", "kind"), [("00010000", Kind.PANIC), ("00200000", Kind.FALL)])
+def test_al_frame_without_its_bracket_raises_what_its_status_word_says(status, kind):
+    decoded = decode(unterminated(position("AL_LTE", status=status)))
+    assert [(event.kind, event.flags >= {"malformed_frame"}) for event in decoded.events] == [(kind, True)]
+    assert decoded.events[0].observed_at == FRAME_TIME
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
+
+
+def test_al_frame_cut_inside_its_status_word_is_an_alarm_not_a_guess():
+    # "0001" of "00010000" would read as state bits: the last, maybe cut, value is not believed.
+    decoded = decode(position("AL", status="00210000", tail="")[: -len("0000]")])
+    assert [(event.kind, dict(event.fields)) for event in decoded.events] == [
+        (Kind.ALARM, {"label": "general"})
+    ]
+
+
+def test_al_frame_cut_by_the_next_frame_still_alarms_and_the_next_one_decodes():
+    decoded = decode(unterminated(position("AL", status="00010000")) + frame("LK,0,0,88"))
+    assert kinds(decoded) == [Kind.PANIC, Kind.HEARTBEAT]
+    assert "malformed_frame" in decoded.events[0].flags
+    assert "malformed_frame" not in decoded.events[1].flags
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
+
+
+@pytest.mark.parametrize("content", ["UD,010625,115930,A,22.5,N", "LK,0,0,88", "heart,72", "XAL,010625"])
+def test_a_cut_frame_that_is_no_alarm_raises_nothing(content):
+    decoded = decode(unterminated(frame(content)))
+    assert decoded.events == []
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
+
+
+def test_a_cut_al_frame_without_any_identity_is_only_rejected():
+    decoded = decode(unterminated(position("AL", status="00010000", device="")), device_id=None)
+    assert decoded.events == []
+    assert reasons(decoded) == [RejectReason.MALFORMED_FRAME]
+
+
+@pytest.mark.parametrize("garbage", [b"\x00", b"\x00\x01", b"\xff", b" \x00"])
+def test_non_printable_bytes_before_the_type_do_not_hide_an_alarm(garbage):
+    raw = SOS_AL.encode().replace(b"*AL_LTE,", b"*" + garbage + b"AL_LTE,")
+    decoded = decode(raw)
+    panic = of_kind(decoded, Kind.PANIC)
+    assert "malformed_frame" in panic.flags
+    assert panic.observed_at == FRAME_TIME
+    assert RejectReason.MALFORMED_FRAME in reasons(decoded)
+
+
+def test_non_printable_bytes_inside_a_type_are_not_guessed_away():
+    decoded = decode(frame("L\x00K,0,0,88"))
+    assert decoded.events == []
+    assert reasons(decoded) == [RejectReason.UNSUPPORTED_FRAME]
+
+
 def test_truncated_live_position_is_rejected():
     decoded = decode(frame("UD,010625,115930,A,22.5,N,113.8,E,0,0,0,6,100,60"))
     assert decoded.events == []
