@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -396,6 +397,36 @@ def terminate_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_and_report(
+    result: dict[str, Any],
+    measure: Callable[[Path], None],
+    print_report: Callable[[dict[str, Any]], None],
+    out: Path,
+    *,
+    prefix: str,
+) -> int:
+    """Measure in a scratch folder, print and write the report; the exit status.
+
+    0 when the run found no problem, 1 when it did, 130 when interrupted (the
+    partial report is still written: it says what was measured).
+    """
+    interrupted = False
+    with terminate_on_sigterm(), tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        try:
+            measure(Path(tmp))
+        except KeyboardInterrupt:
+            interrupted = True
+            result["problems"].append("interrupted")
+    result["ok"] = not result["problems"]
+    print_report(result)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"\nresults written to {out}")
+    if interrupted:
+        return 130
+    return 0 if result["ok"] else 1
 
 
 def carewatch_binary() -> str:

@@ -40,7 +40,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -69,8 +68,8 @@ from bench._common import (  # noqa: E402
     http_status,
     machine_info,
     read_json_line,
+    run_and_report,
     start_bench_broker,
-    terminate_on_sigterm,
     wait_until,
 )
 from bench.ingest_throughput import Bench  # noqa: E402
@@ -904,21 +903,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checkout": checkout_info(),
         "problems": [],
     }
-    interrupted = False
-    with terminate_on_sigterm(), tempfile.TemporaryDirectory(prefix="carewatch-alert-bench-") as tmp:
-        try:
-            AlertRun(args, Path(tmp), result).measure()
-        except KeyboardInterrupt:
-            interrupted = True
-            result["problems"].append("interrupted")
-    result["ok"] = not result["problems"]
-    print_report(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"\nresults written to {args.out}")
-    if interrupted:
-        return 130
-    return 0 if result["ok"] else 1
+    return run_and_report(
+        result,
+        lambda workdir: AlertRun(args, workdir, result).measure(),
+        print_report,
+        args.out,
+        prefix="carewatch-alert-bench-",
+    )
 
 
 if __name__ == "__main__":

@@ -26,12 +26,10 @@ process died; never because of a figure. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import tracemalloc
@@ -58,8 +56,8 @@ from bench._common import (  # noqa: E402
     http_status,
     machine_info,
     read_json_line,
+    run_and_report,
     start_bench_broker,
-    terminate_on_sigterm,
     wait_until,
 )
 from ingest.envelope import Envelope  # noqa: E402
@@ -635,21 +633,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine_info(),
         "problems": [],
     }
-    interrupted = False
-    with terminate_on_sigterm(), tempfile.TemporaryDirectory(prefix="carewatch-outage-bench-") as tmp:
-        try:
-            OutageRun(args, Path(tmp), result).measure()
-        except KeyboardInterrupt:
-            interrupted = True
-            result["problems"].append("interrupted")
-    result["ok"] = not result["problems"]
-    print_report(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"\nresults written to {args.out}")
-    if interrupted:
-        return 130
-    return 0 if result["ok"] else 1
+    return run_and_report(
+        result,
+        lambda workdir: OutageRun(args, workdir, result).measure(),
+        print_report,
+        args.out,
+        prefix="carewatch-outage-bench-",
+    )
 
 
 if __name__ == "__main__":
