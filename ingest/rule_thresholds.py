@@ -46,10 +46,14 @@ def threshold_rows(config: RulesConfig, written_at: datetime) -> list[tuple[str,
 async def write_thresholds(conn: AsyncConnection[Any], config: RulesConfig, *, now: datetime) -> int:
     """Replace the table's contents with ``config``'s thresholds; return the row count.
 
-    One transaction: a dashboard never sees a half-written set.
+    One transaction, under an advisory lock: a dashboard never sees a half-written
+    set, and concurrent writers (several ingest processes) take turns.
     """
     rows = threshold_rows(config, now)
     async with conn.transaction():
+        # Two services starting together on one database would each delete, then
+        # insert the same keys: serialise the rewrite instead of failing start-up.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('carewatch.rule_thresholds'))")
         await conn.execute("DELETE FROM rule_thresholds")
         async with conn.cursor() as cursor:
             await cursor.executemany(

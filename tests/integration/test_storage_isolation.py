@@ -22,7 +22,9 @@ from ingest.batcher import Batcher, BatchSettings
 from ingest.db_errors import ErrorClass
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import MessageRows
+from ingest.rule_thresholds import write_thresholds
 from ingest.storage import StorageError, TelemetryWriter
+from rules import RulesConfig
 from tests.conftest import TestDatabase
 from tests.integration.test_storage import RECEIVED, _migrated, count, rows, write
 
@@ -180,3 +182,19 @@ def test_write_errors_carry_their_class(any_db: TestDatabase) -> None:
         asyncio.run(write(any_db.dsn, reading("poison", 1)))
     assert caught.value.cause is ErrorClass.TRANSIENT
     assert caught.value.sqlstate == "40P01"
+
+
+def test_concurrent_services_rewrite_the_rule_thresholds_without_conflict(any_db: TestDatabase) -> None:
+    """Two ingest processes starting together once failed start-up on a unique violation."""
+    asyncio.run(_migrated(any_db.dsn))
+
+    async def one() -> int:
+        async with await psycopg.AsyncConnection.connect(any_db.dsn) as conn:
+            return await write_thresholds(conn, RulesConfig.default(), now=NOW)
+
+    async def many() -> list[int]:
+        return await asyncio.gather(*(one() for _ in range(6)))
+
+    written = asyncio.run(many())
+    assert len(set(written)) == 1
+    assert count(any_db.dsn, "SELECT count(*) FROM rule_thresholds") == written[0]
